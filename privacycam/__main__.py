@@ -1,0 +1,3 @@
+from privacycam.cli import main
+
+raise SystemExit(main())

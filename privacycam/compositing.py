@@ -1,0 +1,143 @@
+"""Compositing: person from the frame, background blurred, replaced or coloured.
+
+Hot path rules: every full-resolution buffer is allocated once per output size
+and reused; the blur runs at reduced resolution; the blend is uint8 (OpenCV's
+saturating multiply with scale), never float32 at full resolution.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from privacycam.config import BackgroundConfig
+from privacycam.errors import ConfigError
+from privacycam.mask import upsample_alpha
+
+# The background blur runs on a copy this many times smaller than the frame:
+# a Gaussian of sigma s at full size looks the same as sigma s/4 at quarter size
+# once upsampled, for ~1/16 of the work.
+BLUR_DOWNSCALE = 4
+# blur_strength is a sigma in pixels of a 720-line frame; other sizes scale it.
+BLUR_REFERENCE_HEIGHT = 720
+# Normalised-convolution floor: where almost no background is near (inside a
+# large person region) fall back to the plain blur instead of dividing by ~0.
+HALO_FREE_FLOOR = 0.02
+
+
+def load_background_image(path: Path) -> np.ndarray:
+    """Read a picture as 8-bit BGR; grey, 16-bit and alpha images are converted."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise ConfigError(
+            f"background image {path} cannot be read as a picture",
+            "set background.image to a PNG or JPEG file",
+        )
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    elif image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
+def cover(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Scale to fill width x height, cropping the overflow (CSS object-fit: cover)."""
+    src_h, src_w = image.shape[:2]
+    scale = max(width / src_w, height / src_h)
+    new_w, new_h = max(width, round(src_w * scale)), max(height, round(src_h * scale))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    scaled = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    x, y = (new_w - width) // 2, (new_h - height) // 2
+    return np.ascontiguousarray(scaled[y : y + height, x : x + width])
+
+
+class Compositor:
+    """Blends person over background for frames of one size at a time."""
+
+    def __init__(self, config: BackgroundConfig) -> None:
+        self.config = config
+        self._source_image = load_background_image(config.image) if config.mode == "image" else None
+        self._size: tuple[int, int] | None = None
+
+    def compose(self, frame: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        """alpha: float32 [0,1] person matte at any resolution (upsampled here).
+
+        Returns an internal buffer, valid until the next call.
+        """
+        self._prepare(frame)
+        upsample_alpha(alpha, *self._full_size, dst=self._alpha_u8)
+        background = self._background(frame, alpha)
+        return self._blend(frame, background)
+
+    def compose_hidden(self, frame: np.ndarray) -> np.ndarray:
+        """Fail-closed frame: background only, the person hidden too."""
+        self._prepare(frame)
+        return self._background(frame, None)
+
+    def _prepare(self, frame: np.ndarray) -> None:
+        height, width = frame.shape[:2]
+        if self._size == (width, height):
+            return
+        self._size = self._full_size = (width, height)
+        shape = (height, width)
+        self._alpha_u8 = np.empty(shape, np.uint8)
+        self._alpha3 = np.empty((*shape, 3), np.uint8)
+        self._weighted_fg = np.empty((*shape, 3), np.uint8)
+        self._weighted_bg = np.empty((*shape, 3), np.uint8)
+        self._out = np.empty((*shape, 3), np.uint8)
+        self._bg_full = np.empty((*shape, 3), np.uint8)
+        small_w = max(8, round(width / BLUR_DOWNSCALE))
+        small_h = max(8, round(height / BLUR_DOWNSCALE))
+        self._small_size = (small_w, small_h)
+        scale = height / BLUR_REFERENCE_HEIGHT / BLUR_DOWNSCALE
+        self._small_sigma = max(0.8, self.config.blur_strength * scale)
+        self._small_u8 = np.empty((small_h, small_w, 3), np.uint8)
+        self._small = np.empty((small_h, small_w, 3), np.float32)
+        self._weight = np.empty((small_h, small_w), np.float32)
+        if self.config.mode == "image":
+            self._fixed_bg = cover(self._source_image, width, height)
+        elif self.config.mode == "color":
+            self._fixed_bg = np.empty((*shape, 3), np.uint8)
+            self._fixed_bg[:] = self.config.color[::-1]  # RGB in the config, BGR in OpenCV
+
+    def _background(self, frame: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+        if self.config.mode != "blur":
+            return self._fixed_bg
+        cv2.resize(frame, self._small_size, dst=self._small_u8, interpolation=cv2.INTER_AREA)
+        np.copyto(self._small, self._small_u8)
+        sigma = self._small_sigma
+        blurred = _blur(self._small, sigma)
+        if alpha is not None:
+            # Halo-free blur (normalised convolution): blur only background pixels
+            # and divide by how much background each neighbourhood had, so the
+            # person's colours do not smear into the blurred background.
+            cv2.resize(alpha, self._small_size, dst=self._weight, interpolation=cv2.INTER_AREA)
+            np.subtract(1.0, self._weight, out=self._weight)
+            weighted = _blur(self._small * self._weight[..., None], sigma)
+            density = _blur(self._weight, sigma)
+            weighted += blurred * HALO_FREE_FLOOR
+            density += HALO_FREE_FLOOR
+            blurred = weighted / density[..., None]
+        blurred_u8 = cv2.convertScaleAbs(blurred)
+        cv2.resize(blurred_u8, self._full_size, dst=self._bg_full, interpolation=cv2.INTER_LINEAR)
+        return self._bg_full
+
+    def _blend(self, frame: np.ndarray, background: np.ndarray) -> np.ndarray:
+        cv2.cvtColor(self._alpha_u8, cv2.COLOR_GRAY2BGR, dst=self._alpha3)
+        cv2.multiply(frame, self._alpha3, dst=self._weighted_fg, scale=1 / 255)
+        cv2.bitwise_not(self._alpha3, dst=self._alpha3)
+        cv2.multiply(background, self._alpha3, dst=self._weighted_bg, scale=1 / 255)
+        cv2.add(self._weighted_fg, self._weighted_bg, dst=self._out)
+        return self._out
+
+
+def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    # stackBlur approximates a Gaussian of the same support at ~1/3 of the cost.
+    size = 2 * round(3 * sigma) + 1
+    return cv2.stackBlur(image, (size, size))

@@ -1,0 +1,230 @@
+"""Configuration: a YAML file validated into typed, immutable settings.
+
+Lookup order: `--config FILE`, then `$XDG_CONFIG_HOME/privacycam/config.yaml`,
+then the built-in defaults (which `config/privacycam.yaml` documents key by key;
+a test keeps the two equal). Every problem becomes one `ConfigError` line that
+names the key and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from privacycam.errors import ConfigError
+
+TORCH_BACKENDS = (
+    "deeplabv3_mobilenet_v3_large",
+    "deeplabv3_resnet101",
+    "maskrcnn_resnet50_fpn",
+    "maskrcnn_resnet50_fpn_v2",
+)
+SEGMENTER_BACKENDS = ("mediapipe", *TORCH_BACKENDS)
+
+Size = Annotated[int, Field(ge=16, le=7680)]
+Fps = Annotated[float, Field(gt=0, le=240)]
+Rgb = tuple[
+    Annotated[int, Field(ge=0, le=255)],
+    Annotated[int, Field(ge=0, le=255)],
+    Annotated[int, Field(ge=0, le=255)],
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _on_off(value: Any) -> Any:
+    """YAML 1.1 reads `on`/`off` as booleans but quoted ones stay strings."""
+    if isinstance(value, str) and value.lower() in ("on", "off"):
+        return value.lower() == "on"
+    return value
+
+
+class CameraConfig(_Section):
+    device: int | str = 0
+    width: Size = 1280
+    height: Size = 720
+    fps: Fps = 30.0
+    fourcc: str = "MJPG"
+    on_demand: bool = True
+    loop: bool = True
+
+    @field_validator("fourcc")
+    @classmethod
+    def _four_chars(cls, value: str) -> str:
+        if len(value) != 4:
+            raise ValueError("must be exactly 4 characters, e.g. MJPG or YUYV")
+        return value.upper()
+
+
+class OutputConfig(_Section):
+    card_label: str = "PrivacyCam"
+    device: str | None = None
+    width: Size | None = None
+    height: Size | None = None
+    fps: Fps | None = None
+    backend: str | None = None
+    preview: bool = False
+
+
+class SegmenterConfig(_Section):
+    backend: Literal[SEGMENTER_BACKENDS] = "mediapipe"  # type: ignore[valid-type]
+    model: Literal["general", "landscape"] = "general"
+    model_path: Path | None = None
+    threads: Annotated[int, Field(ge=1, le=64)] = 1
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    weights_path: Path | None = None
+    people: Literal["all", "user"] = "all"
+    every_nth_frame: Annotated[int, Field(ge=1, le=10)] = 1
+
+    @field_validator("model_path", "weights_path")
+    @classmethod
+    def _file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.expanduser().is_file():
+            raise ValueError(f"file {value} does not exist")
+        return value.expanduser() if value is not None else None
+
+
+class MaskConfig(_Section):
+    smoothing: Annotated[float, Field(ge=0.0, le=0.95)] = 0.5
+    feather: Annotated[float, Field(ge=0.0, le=0.1)] = 0.006
+    region_of_interest: bool = True
+    refine_edges: bool = True
+
+
+class BackgroundConfig(_Section):
+    mode: Literal["blur", "image", "color"] = "blur"
+    blur_strength: Annotated[float, Field(ge=1, le=100)] = 24
+    image: Path | None = None
+    color: Rgb = (40, 44, 52)
+
+    @model_validator(mode="after")
+    def _image_given(self) -> BackgroundConfig:
+        if self.mode == "image":
+            if self.image is None:
+                raise ValueError("mode 'image' needs background.image: path to a picture")
+            if not self.image.expanduser().is_file():
+                raise ValueError(f"background.image: file {self.image} does not exist")
+        return self
+
+
+class PrivacyConfig(_Section):
+    start: bool = True
+    hotkey: str | None = "p"
+    hotkey_modifiers: tuple[Literal["ctrl", "shift", "alt", "cmd"], ...] = ()
+    placeholder_color: Rgb = (40, 44, 52)
+
+    _start_on_off = field_validator("start", mode="before")(lambda cls, v: _on_off(v))
+
+
+class ControlConfig(_Section):
+    socket: Path | None = None
+
+
+class Config(_Section):
+    camera: CameraConfig = CameraConfig()
+    output: OutputConfig = OutputConfig()
+    segmenter: SegmenterConfig = SegmenterConfig()
+    mask: MaskConfig = MaskConfig()
+    background: BackgroundConfig = BackgroundConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    control: ControlConfig = ControlConfig()
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    def with_overrides(self, **sections: dict[str, Any]) -> Config:
+        """A copy with some keys replaced, validated like the file was."""
+        data = self.model_dump()
+        for section, values in sections.items():
+            data[section].update(values)
+        return _validate(data, "command line")
+
+
+def user_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    return Path(base) / "privacycam" / "config.yaml"
+
+
+def find_config_path(explicit: str | os.PathLike | None) -> Path | None:
+    if explicit is not None:
+        return Path(explicit)
+    user = user_config_path()
+    return user if user.is_file() else None
+
+
+def load_config(explicit: str | os.PathLike | None = None) -> tuple[Config, Path | None]:
+    """Load and validate; returns the config and the file it came from (None: defaults)."""
+    path = find_config_path(explicit)
+    if path is None:
+        return Config(), None
+    return parse_config_text(_read_text(path), str(path), base_dir=path.parent), path
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist", "give an existing file to --config") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc})", "check the file") from None
+
+
+def parse_config_text(text: str, origin: str = "config", base_dir: Path | None = None) -> Config:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{origin}: broken YAML{where}: {problem}", "fix the YAML syntax there") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{origin}: the top level must be a mapping of sections (camera:, background:, ...)",
+            "see config/privacycam.yaml for the layout",
+        )
+    if base_dir is not None:
+        _resolve_relative_paths(data, base_dir)
+    return _validate(data, origin)
+
+
+# Paths in a config file are relative to the file's folder, not to the daemon's cwd.
+_PATH_KEYS = (("background", "image"), ("segmenter", "model_path"), ("segmenter", "weights_path"))
+
+
+def _resolve_relative_paths(data: dict, base_dir: Path) -> None:
+    for section, key in _PATH_KEYS:
+        values = data.get(section)
+        if isinstance(values, dict) and isinstance(values.get(key), str):
+            path = Path(values[key]).expanduser()
+            values[key] = str(path if path.is_absolute() else base_dir / path)
+
+
+def _validate(data: dict, origin: str) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin), "see config/privacycam.yaml for every key") from None
+    except (TypeError, ValueError, RecursionError) as exc:  # e.g. unhashable YAML keys
+        raise ConfigError(f"{origin}: {exc}", "see config/privacycam.yaml for every key") from None
+
+
+def _describe(exc: ValidationError, origin: str) -> str:
+    parts = []
+    for error in exc.errors(include_url=False):
+        key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            parts.append(f"{key}: unknown key")
+            continue
+        message = error["msg"].removeprefix("Value error, ")
+        value = error.get("input")
+        shown = "" if isinstance(value, dict) or value is None else f" (got {value!r:.60})"
+        parts.append(f"{key}: {message}{shown}")
+    return f"{origin}: " + "; ".join(parts)

@@ -1,0 +1,125 @@
+"""`privacycam run`: build source, sink and pipeline from config and CLI, then serve.
+
+Owns process-level concerns: signals, the control socket, the hotkey and the
+on-demand camera. The per-frame logic lives in `privacycam.pipeline`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+
+from privacycam.config import Config, load_config
+from privacycam.errors import ConfigError, PrivacyCamError, SourceError
+from privacycam.pipeline import Pipeline, PrivacyState
+from privacycam.sinks import open_sink, sink_is_live
+from privacycam.sources import LatestFrameFeed, SequentialFeed, is_camera, open_source
+from privacycam.sources.camera import device_path
+from privacycam.sources.video_file import VideoFileSource
+
+log = logging.getLogger(__name__)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    config, config_path = load_config(args.config)
+    if args.privacy:
+        config = config.with_overrides(privacy={"start": args.privacy == "on"})
+    logging.getLogger().setLevel(logging.DEBUG if args.verbose else config.log_level.upper())
+    input_spec = args.input if args.input is not None else config.camera.device
+    output_spec = args.output or "vcam"
+    daemon = Daemon(config, config_path, input_spec, output_spec)
+    return daemon.serve(args.frames)
+
+
+class Daemon:
+    def __init__(self, config: Config, config_path: Path | None, input_spec: int | str, output_spec: str) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.input_spec = input_spec
+        self.output_spec = output_spec
+        self.privacy = PrivacyState(config.privacy.start)
+        self.pipeline: Pipeline | None = None
+        live_sink = sink_is_live(output_spec)
+        self.feed, size, fps, self.live = self._open_feed(input_spec, live_sink)
+        out = config.output
+        self.size = (out.width or size[0], out.height or size[1])
+        self.fps = out.fps or fps
+        try:
+            self.sink = open_sink(output_spec, *self.size, self.fps, out)
+        except PrivacyCamError:
+            self.feed.close()
+            raise
+        self.pipeline = Pipeline(config, self.feed, self.sink, self.size, self.privacy, live=self.live)
+        log.info(
+            "%s -> %s at %dx%d %.0f fps, privacy %s",
+            input_spec,
+            self.sink.description,
+            *self.size,
+            self.fps,
+            "on" if self.privacy.on else "off",
+        )
+
+    def _open_feed(self, spec: int | str, live_sink: bool):
+        camera = self.config.camera
+        if is_camera(spec):
+            path = device_path(spec)
+            if not Path(path).exists():
+                raise SourceError(
+                    f"camera {path} does not exist",
+                    "plug the camera in, or set camera.device / --input (`privacycam doctor` lists cameras)",
+                )
+            feed = LatestFrameFeed(lambda: open_source(spec, camera))
+            return feed, (camera.width, camera.height), camera.fps, True
+        source = open_source(spec, camera)
+        if live_sink or source.live:
+            # Played as if it were a camera: at its own rate, looping, newest frame wins.
+            if isinstance(source, VideoFileSource):
+                source.loop = camera.loop
+            feed = LatestFrameFeed(lambda: open_source(spec, camera), pace_fps=source.fps, first_source=source)
+            return feed, source.size, source.fps, True
+        return SequentialFeed(source), source.size, source.fps, False
+
+    # -- control actions (called from signal handlers, socket, hotkey) ---------------
+    def reload(self, cause: str) -> str:
+        try:
+            config, _ = load_config(self.config_path)
+            if config.background.mode == "image":
+                from privacycam.compositing import load_background_image
+
+                load_background_image(config.background.image)
+        except ConfigError as exc:
+            log.error("config reload (%s) rejected, keeping the running one: %s", cause, exc.message)
+            return exc.message
+        self.config = config
+        if self.pipeline is not None:
+            self.pipeline.request_reload(config)
+        return "reloaded"
+
+    def stop(self, cause: str) -> None:
+        log.info("stopping (%s)", cause)
+        if self.pipeline is not None:
+            self.pipeline.stop()
+
+    def serve(self, max_frames: int | None = None) -> int:
+        previous = self._install_signal_handlers()
+        try:
+            self.pipeline.run(max_frames)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        return 0
+
+    def _install_signal_handlers(self) -> dict:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        handlers = {
+            signal.SIGTERM: lambda *_: self.stop("SIGTERM"),
+            signal.SIGINT: lambda *_: self.stop("SIGINT"),
+            signal.SIGUSR1: lambda *_: self.privacy.toggle("signal SIGUSR1"),
+            # Reloading reads files: do it off the signal handler's stack.
+            signal.SIGHUP: lambda *_: threading.Thread(target=self.reload, args=("SIGHUP",), daemon=True).start(),
+        }
+        return {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}

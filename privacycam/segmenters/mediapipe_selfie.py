@@ -1,0 +1,58 @@
+"""MediaPipe selfie segmentation (general 256x256 or landscape 144x256) via the Tasks API."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from privacycam.errors import ModelError
+from privacycam.models import MODELS, model_path
+
+log = logging.getLogger(__name__)
+
+
+class MediaPipeSelfieSegmenter:
+    def __init__(self, model: str = "general", path: Path | None = None, threads: int = 1) -> None:
+        # Keep TensorFlow Lite's C++ INFO chatter out of the user's terminal and journal.
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import mediapipe as mp
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        self._mp = mp
+        spec = MODELS[model]
+        self.input_size = spec.input_size
+        self.name = f"mediapipe-{model}" if path is None else f"mediapipe:{path.name}"
+        file = path or model_path(model)
+        options = vision.ImageSegmenterOptions(
+            base_options=BaseOptions(model_asset_path=str(file)),
+            running_mode=vision.RunningMode.VIDEO,
+            output_confidence_masks=True,
+            output_category_mask=False,
+        )
+        try:
+            self._segmenter = vision.ImageSegmenter.create_from_options(options)
+        except (RuntimeError, ValueError) as exc:
+            raise ModelError(
+                f"MediaPipe cannot load {file}: {str(exc).splitlines()[0]}",
+                "point segmenter.model_path at a selfie-segmentation .tflite or run `privacycam models install`",
+            ) from None
+        self._last_timestamp = -1
+
+    def segment(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
+        # The VIDEO running mode rejects timestamps that do not strictly increase
+        # (e.g. a looping file, or two frames in the same millisecond).
+        timestamp_ms = max(int(timestamp_ms), self._last_timestamp + 1)
+        self._last_timestamp = timestamp_ms
+        image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=rgb)
+        result = self._segmenter.segment_for_video(image, timestamp_ms)
+        mask = result.confidence_masks[-1].numpy_view()
+        return mask[..., 0] if mask.ndim == 3 else mask
+
+    def close(self) -> None:
+        segmenter, self._segmenter = getattr(self, "_segmenter", None), None
+        if segmenter is not None:
+            segmenter.close()

@@ -1,0 +1,98 @@
+"""The PrivacyCam virtual camera: a v4l2loopback device fed through pyvirtualcam.
+
+The output size and fps are fixed for the life of the process because
+conferencing apps lock the format when they open the device. Frames are
+converted to I420 here (the loopback's native format) so pyvirtualcam only copies.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyvirtualcam
+
+from privacycam.errors import SinkError
+from privacycam.sources.base import Frame
+
+log = logging.getLogger(__name__)
+
+SYSFS_VIDEO = "/sys/class/video4linux"
+RELOAD_HELP = (
+    "v4l2loopback 0.12.x cannot reopen a device for output once a writer closed it "
+    "(pyvirtualcam #61, v4l2loopback #442). Reload the module: "
+    "`sudo modprobe -r v4l2loopback && sudo modprobe v4l2loopback` "
+    "(with the options from /etc/modprobe.d/privacycam.conf), or install v4l2loopback >= 0.13"
+)
+
+
+def loopback_devices(sysfs: str = SYSFS_VIDEO) -> dict[str, str]:
+    """/dev/videoN -> card label, for every video4linux device."""
+    devices = {}
+    for name_file in sorted(glob.glob(os.path.join(sysfs, "video*", "name"))):
+        node = Path(name_file).parent.name
+        try:
+            devices[f"/dev/{node}"] = Path(name_file).read_text().strip()
+        except OSError:
+            continue
+    return devices
+
+
+def find_device_by_label(label: str, sysfs: str = SYSFS_VIDEO) -> str | None:
+    # pyvirtualcam matches device paths only, so the card label is looked up here.
+    for device, name in loopback_devices(sysfs).items():
+        if name == label:
+            return device
+    return None
+
+
+class VirtualCameraSink:
+    def __init__(
+        self, width: int, height: int, fps: float, device: str | None, label: str, backend: str | None
+    ) -> None:
+        if device is None and backend is None:
+            device = find_device_by_label(label)
+            if device is None:
+                raise SinkError(
+                    f"no v4l2loopback device labelled {label!r}",
+                    "load the module: `sudo modprobe v4l2loopback devices=1 exclusive_caps=1 "
+                    f"video_nr=10 card_label={label}` (see the README), or give --output vcam:/dev/videoN",
+                )
+        try:
+            self._camera = pyvirtualcam.Camera(
+                width, height, fps, fmt=pyvirtualcam.PixelFormat.I420, device=device, backend=backend
+            )
+        except (RuntimeError, OSError, KeyError) as exc:
+            raise _explain(exc, device) from None
+        self.device = self._camera.device
+        self.description = f"virtual camera {self.device} ({label})"
+        self._i420 = np.empty((height * 3 // 2, width), np.uint8)
+        self.consumer_watching = True
+
+    def send(self, image: np.ndarray, frame: Frame | None) -> None:
+        cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420, dst=self._i420)
+        try:
+            self._camera.send(self._i420)
+        except (RuntimeError, OSError) as exc:
+            raise SinkError(
+                f"writing to {self.device} failed ({exc})",
+                "the virtual camera device went away; reload v4l2loopback and restart PrivacyCam",
+            ) from None
+
+    def close(self) -> None:
+        camera, self._camera = getattr(self, "_camera", None), None
+        if camera is not None:
+            camera.close()
+
+
+def _explain(exc: BaseException, device: str | None) -> SinkError:
+    text = " ".join(str(exc).split())
+    if "not a video output device" in text:
+        return SinkError(f"{device} refuses output: {text}", RELOAD_HELP)
+    if "ermission" in text:
+        return SinkError(f"no permission to write {device}", "add yourself to the `video` group and log in again")
+    return SinkError(f"cannot open virtual camera {device or ''}: {text}", "run `privacycam doctor`")
