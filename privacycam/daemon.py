@@ -13,7 +13,9 @@ import threading
 from pathlib import Path
 
 from privacycam.config import Config, load_config
-from privacycam.errors import ConfigError, PrivacyCamError, SourceError
+from privacycam.control.hotkey import start_hotkey
+from privacycam.control.socket_server import ControlServer, default_socket_path
+from privacycam.errors import ConfigError, SourceError
 from privacycam.pipeline import Pipeline, PrivacyState
 from privacycam.sinks import open_sink, sink_is_live
 from privacycam.sources import LatestFrameFeed, SequentialFeed, is_camera, open_source
@@ -42,24 +44,38 @@ class Daemon:
         self.output_spec = output_spec
         self.privacy = PrivacyState(config.privacy.start)
         self.pipeline: Pipeline | None = None
+        # First, so a second daemon stops here before it touches camera or virtual device.
+        self.control = ControlServer(config.control.socket or default_socket_path(), self.handle_command)
+        try:
+            self._open_stages()
+        except BaseException:
+            self.control.close()
+            raise
+        log.info(
+            "%s -> %s at %dx%d %.0f fps, privacy %s",
+            self.input_spec,
+            self.sink.description,
+            *self.size,
+            self.fps,
+            "on" if self.privacy.on else "off",
+        )
+
+    def _open_stages(self) -> None:
+        config, input_spec, output_spec = self.config, self.input_spec, self.output_spec
         live_sink = sink_is_live(output_spec)
+        # The camera (and its LED) runs only while an app reads the virtual camera.
+        self._on_demand = config.camera.on_demand and is_camera(input_spec) and output_spec.startswith("vcam")
         self.feed, size, fps, self.live = self._open_feed(input_spec, live_sink)
         out = config.output
         self.size = (out.width or size[0], out.height or size[1])
         self.fps = out.fps or fps
         try:
             self.sink = open_sink(output_spec, *self.size, self.fps, out)
-        except PrivacyCamError:
+        except BaseException:
             self.feed.close()
             raise
-        self.pipeline = Pipeline(config, self.feed, self.sink, self.size, self.privacy, live=self.live)
-        log.info(
-            "%s -> %s at %dx%d %.0f fps, privacy %s",
-            input_spec,
-            self.sink.description,
-            *self.size,
-            self.fps,
-            "on" if self.privacy.on else "off",
+        self.pipeline = Pipeline(
+            config, self.feed, self.sink, self.size, self.privacy, live=self.live, on_demand=self._on_demand
         )
 
     def _open_feed(self, spec: int | str, live_sink: bool):
@@ -71,7 +87,7 @@ class Daemon:
                     f"camera {path} does not exist",
                     "plug the camera in, or set camera.device / --input (`privacycam doctor` lists cameras)",
                 )
-            feed = LatestFrameFeed(lambda: open_source(spec, camera))
+            feed = LatestFrameFeed(lambda: open_source(spec, camera), start_paused=self._on_demand)
             return feed, (camera.width, camera.height), camera.fps, True
         source = open_source(spec, camera)
         if live_sink or source.live:
@@ -103,13 +119,51 @@ class Daemon:
         if self.pipeline is not None:
             self.pipeline.stop()
 
+    def status(self) -> dict:
+        pipeline = self.pipeline
+        if pipeline is None:
+            return {"privacy": self.privacy.on, "starting": True}
+        return {
+            "privacy": self.privacy.on,
+            "source": str(self.input_spec),
+            "sink": self.sink.description,
+            "width": self.size[0],
+            "height": self.size[1],
+            "fps": round(pipeline.status.fps, 1),
+            "target_fps": self.fps,
+            "latency_ms": round(pipeline.status.latency_ms, 1),
+            "segmenter": pipeline.status.segmenter,
+            "consumer_watching": bool(self.sink.consumer_watching),
+            "camera_open": bool(self.feed.source_open),
+            "frames_out": pipeline.status.frames_out,
+            "fail_closed_frames": pipeline.status.fail_closed_frames,
+            "dropped_frames": self.feed.dropped,
+            "last_error": pipeline.status.last_error or self.feed.error,
+        }
+
+    def handle_command(self, command: str) -> dict:
+        """Control-socket requests."""
+        if command == "toggle":
+            self.privacy.toggle("control socket")
+        elif command in ("on", "off"):
+            self.privacy.set(command == "on", "control socket")
+        elif command == "reload":
+            return {"reload": self.reload("control socket"), **self.status()}
+        return self.status()
+
     def serve(self, max_frames: int | None = None) -> int:
+        privacy = self.config.privacy
+        hotkey = start_hotkey(privacy.hotkey, privacy.hotkey_modifiers, lambda: self.privacy.toggle("hotkey"))
         previous = self._install_signal_handlers()
         try:
             self.pipeline.run(max_frames)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+            if hotkey is not None:
+                hotkey.stop()
+            self.control.close()
+        log.info("stopped after %d frames", self.pipeline.status.frames_out)
         return 0
 
     def _install_signal_handlers(self) -> dict:

@@ -1,86 +1,193 @@
 """Mask post-processing: from a segmenter's raw confidence to a stable, soft matte.
 
-`Matter` owns one segmenter and turns each frame into a float32 alpha in [0, 1]
-at the segmenter's resolution (the compositor upsamples it). `privacycam matte`,
-`run` and `bench` all go through `Matter.alpha_for`, so what is measured is what
-ships.
+PROTOTYPE (being measured).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from privacycam.config import MaskConfig
+from privacycam.roi import Box, RoiPlan, RoiSettings, RoiTracker
 from privacycam.segmenters.base import Segmenter, checked_mask
 
 
-@dataclass
-class TemporalSmoother:
-    """Exponential moving average of the alpha with its own state buffer.
+class AgreementSmoother:
+    """EMA whose speed depends on how much the new matte disagrees with the state."""
 
-    The state is never the segmenter's output buffer (a classic bug: smoothing
-    that silently stops because "previous" and "current" are the same array).
-    """
-
-    keep: float  # weight of the previous state, 0 = no smoothing
-    _state: np.ndarray | None = None
+    def __init__(self, keep: float, motion_threshold: float) -> None:
+        self.keep = keep
+        self.motion_threshold = motion_threshold
+        self._state: np.ndarray | None = None
+        self._diff: np.ndarray | None = None
+        self._weight: np.ndarray | None = None
 
     def update(self, alpha: np.ndarray) -> np.ndarray:
         if self._state is None or self._state.shape != alpha.shape or self.keep <= 0:
             self._state = alpha.astype(np.float32, copy=True)
-        else:
-            cv2.accumulateWeighted(alpha, self._state, 1.0 - self.keep)
+            self._diff = np.empty_like(self._state)
+            self._weight = np.empty_like(self._state)
+            return self._state
+        diff, weight = self._diff, self._weight
+        np.subtract(alpha, self._state, out=diff)
+        np.abs(diff, out=weight)
+        # weight: (1 - keep) where |d| small, 1 where |d| >= motion_threshold
+        np.multiply(weight, 1.0 / self.motion_threshold, out=weight)
+        np.minimum(weight, 1.0, out=weight)
+        np.multiply(weight, self.keep, out=weight)
+        np.add(weight, 1.0 - self.keep, out=weight)
+        np.multiply(diff, weight, out=diff)
+        np.add(self._state, diff, out=self._state)
         return self._state
 
     def reset(self) -> None:
         self._state = None
 
 
-def feather(alpha: np.ndarray, sigma_px: float) -> np.ndarray:
-    """Soften the edge; sigma in pixels of the alpha's own resolution."""
-    if sigma_px < 0.3:
-        return alpha
-    return cv2.GaussianBlur(alpha, (0, 0), sigma_px)
-
-
 class Matter:
-    """frame (BGR uint8, any size) -> person alpha (float32 [0,1], segmenter size)."""
+    """frame (BGR uint8, any size) -> person alpha (float32 [0,1], work size)."""
 
     def __init__(self, segmenter: Segmenter, config: MaskConfig) -> None:
         self.segmenter = segmenter
         self.config = config
-        self._smoother = TemporalSmoother(config.smoothing)
-        self._rgb: np.ndarray | None = None
+        self._smoother = AgreementSmoother(config.smoothing, config.motion_threshold)
         self.last_segment_ms = 0.0
+        self._frame_size: tuple[int, int] | None = None
+        width, height = segmenter.input_size
+        self._model_bgr = np.empty((height, width, 3), np.uint8)
+        self._model_rgb = np.empty((height, width, 3), np.uint8)
+        self._timestamp = 0
+
+    def _prepare(self, frame: np.ndarray) -> None:
+        height, width = frame.shape[:2]
+        if self._frame_size == (width, height):
+            return
+        self._frame_size = (width, height)
+        work_h = min(height, self.config.resolution)
+        work_w = max(1, round(width * work_h / height))
+        self._work_size = (work_w, work_h)
+        self._to_frame = (width / work_w, height / work_h)
+        self._raw = np.zeros((work_h, work_w), np.float32)
+        self._full = np.zeros((work_h, work_w), np.float32)
+        self._refined = np.zeros((work_h, work_w), np.float32)
+        self._work_bgr = np.empty((work_h, work_w, 3), np.uint8)
+        self._guide_u8 = np.empty((work_h, work_w), np.uint8)
+        self._guide = np.empty((work_h, work_w), np.float32)
+        self._person_u8 = np.empty((work_h, work_w), np.uint8)
+        self._out = np.empty((work_h, work_w), np.float32)
+        model_w, model_h = self.segmenter.input_size
+        settings = RoiSettings(
+            margin=self.config.roi_margin,
+            full_frame_every=self.config.roi_full_frame_every,
+            whole_frame_above=self.config.roi_whole_frame_above,
+            min_height=self.config.roi_min_height,
+            min_area=self.config.roi_min_area,
+        )
+        self._tracker = RoiTracker(self._work_size, model_w / model_h if self.config.roi_keep_aspect else 0.0, settings)
+        self._smoother.reset()
 
     def alpha_for(self, frame: np.ndarray, timestamp_ms: int) -> np.ndarray:
-        width, height = self.segmenter.input_size
-        small = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
-        if self._rgb is None or self._rgb.shape != small.shape:
-            self._rgb = np.empty_like(small)
-        cv2.cvtColor(small, cv2.COLOR_BGR2RGB, dst=self._rgb)
+        self._prepare(frame)
+        self.last_segment_ms = 0.0
+        self._timestamp = timestamp_ms
+        whole = Box(0, 0, *self._work_size)
+        plan = self._tracker.plan() if self.config.region_of_interest else RoiPlan(whole, True, True)
+        raw = self._raw
+        found = None
+        if plan.whole_frame:
+            self._segment_into(frame, whole, raw)
+        elif plan.full_pass and self.config.roi_detect_only:
+            self._segment_into(frame, whole, self._full)
+            b = plan.box
+            self._full[b.y0 : b.y1, b.x0 : b.x1] = 0.0
+            found = self._tracker.people_box(cv2.compare(self._full, 0.5, cv2.CMP_GE))
+            raw.fill(0.0)
+        elif plan.full_pass:
+            self._segment_into(frame, whole, raw)
+        else:
+            raw.fill(0.0)
+        if not plan.whole_frame:
+            self._segment_into(frame, plan.box, raw)
+            if not plan.full_pass:
+                view = raw[plan.box.y0 : plan.box.y1, plan.box.x0 : plan.box.x1]
+                person = cv2.compare(view, 0.5, cv2.CMP_GE)
+                if self._tracker.lost(person):
+                    self._segment_into(frame, whole, raw)
+                    plan = RoiPlan(whole, True, True)
+        if self.config.conf_center != 0.5 or self.config.conf_gain != 1.0:
+            np.subtract(raw, self.config.conf_center, out=raw)
+            np.multiply(raw, self.config.conf_gain, out=raw)
+            np.add(raw, 0.5, out=raw)
+        np.clip(raw, 0.0, 1.0, out=raw)
+        alpha = raw
+        if self.config.refine_edges:
+            alpha = self._refine(frame, plan.box, raw)
+        state = self._smoother.update(alpha)
+        cv2.compare(state, 0.5, cv2.CMP_GE, dst=self._person_u8)
+        if self.config.region_of_interest:
+            self._tracker.observe(self._person_u8, plan, found)
+        sigma = self.config.feather * self._work_size[1]
+        if sigma < 0.3:
+            np.copyto(self._out, state)
+        else:
+            cv2.GaussianBlur(state, (0, 0), sigma, dst=self._out)
+        return self._out
+
+    def _segment_into(self, frame: np.ndarray, box: Box, canvas: np.ndarray) -> None:
+        fx, fy = self._to_frame
+        frame_box = box.scaled(fx, fy)
+        crop = frame[frame_box.y0 : frame_box.y1, frame_box.x0 : frame_box.x1]
+        model_w, model_h = self.segmenter.input_size
+        shrink = crop.shape[1] > model_w or crop.shape[0] > model_h
+        cv2.resize(
+            crop, (model_w, model_h), dst=self._model_bgr, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        )
+        cv2.cvtColor(self._model_bgr, cv2.COLOR_BGR2RGB, dst=self._model_rgb)
         started = time.perf_counter()
-        raw = self.segmenter.segment(self._rgb, timestamp_ms)
-        self.last_segment_ms = (time.perf_counter() - started) * 1000
-        raw = checked_mask(raw, height, width)
-        alpha = self._smoother.update(np.clip(raw, 0.0, 1.0, dtype=np.float32))
-        # feather is a fraction of the frame height, so the edge looks the same at any size
-        return feather(alpha, self.config.feather * height)
+        self._timestamp += 1
+        conf = self.segmenter.segment(self._model_rgb, self._timestamp)
+        self.last_segment_ms += (time.perf_counter() - started) * 1000
+        conf = checked_mask(conf, model_h, model_w)
+        if self.config.tta_flip:
+            conf = conf.copy()
+            flipped = np.ascontiguousarray(self._model_rgb[:, ::-1])
+            conf2 = self.segmenter.segment(flipped, self._timestamp + 1)
+            self._timestamp += 1
+            conf = 0.5 * (conf + conf2[:, ::-1])
+        view = canvas[box.y0 : box.y1, box.x0 : box.x1]
+        grow = box.width > model_w or box.height > model_h
+        cv2.resize(conf, (box.width, box.height), dst=view, interpolation=cv2.INTER_LINEAR if grow else cv2.INTER_AREA)
+
+    def _refine(self, frame: np.ndarray, box: Box, raw: np.ndarray) -> np.ndarray:
+        cv2.resize(frame, self._work_size, dst=self._work_bgr, interpolation=cv2.INTER_AREA)
+        cv2.cvtColor(self._work_bgr, cv2.COLOR_BGR2GRAY, dst=self._guide_u8)
+        np.multiply(self._guide_u8, 1.0 / 255.0, out=self._guide, casting="unsafe")
+        np.copyto(self._refined, raw)
+        ys, xs = slice(box.y0, box.y1), slice(box.x0, box.x1)
+        radius = max(1, round(self.config.refine_radius * self._work_size[1]))
+        refined = cv2.ximgproc.guidedFilter(self._guide[ys, xs], raw[ys, xs], radius, self.config.refine_eps)
+        np.clip(refined, 0.0, 1.0, out=refined)
+        if self.config.refine_uncertain_only:
+            certainty = np.abs(raw[ys, xs] * 2.0 - 1.0)
+            refined = refined + certainty * (raw[ys, xs] - refined)
+        self._refined[ys, xs] = refined
+        return self._refined
 
     def reset(self) -> None:
         """Forget temporal state (e.g. after a camera reconnect or a scene cut)."""
         self._smoother.reset()
+        if self._frame_size is not None:
+            self._tracker.reset()
 
     def close(self) -> None:
         self.segmenter.close()
 
 
 def upsample_alpha(alpha: np.ndarray, width: int, height: int, dst: np.ndarray | None = None) -> np.ndarray:
-    """float [0,1] matte at segmenter size -> uint8 (255 = person) at frame size.
+    """float [0,1] matte at work size -> uint8 (255 = person) at frame size.
 
     Quantised at the small size first so the full-size step is a cheap uint8 resize.
     """

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 PLACEHOLDER_AFTER_S = 1.0
 # Rate of placeholder frames while the camera is away or nobody watches.
 PLACEHOLDER_FPS = 5.0
+# On-demand camera: how long nobody must watch before the camera (and its LED)
+# goes off; long enough that an app re-opening the device does not flap it.
+ON_DEMAND_GRACE_S = 2.0
 
 
 class PrivacyState:
@@ -131,6 +134,7 @@ class Pipeline:
         privacy: PrivacyState,
         segmenter_factory: Callable[[SegmenterConfig], Segmenter] = create_segmenter,
         live: bool = True,
+        on_demand: bool = False,
     ) -> None:
         self.config = config
         self.feed = feed
@@ -151,6 +155,9 @@ class Pipeline:
         self._last_placeholder = 0.0
         self._placeholders: dict[str, np.ndarray] = {}
         self._fps_window: list[float] = []
+        self.on_demand = on_demand
+        self.idle = False  # on-demand: camera closed because nobody watches
+        self._last_watched = time.perf_counter()
 
     # -- control (any thread) --------------------------------------------------
     def request_reload(self, config: Config) -> None:
@@ -168,6 +175,7 @@ class Pipeline:
                     break
                 self._apply_pending_config()
                 self._check_loader()
+                self._update_on_demand()
                 if not self.live and self._matter is None and self.privacy.on:
                     # Offline: every frame deserves a real mask, so wait for the model.
                     self._loader.wait()
@@ -237,8 +245,12 @@ class Pipeline:
         if now - self._last_placeholder < 1.0 / PLACEHOLDER_FPS:
             return
         self._last_placeholder = now
-        error = getattr(self.feed, "error", None)
-        text = "PrivacyCam: camera unavailable" if error else "PrivacyCam: waiting for camera"
+        if self.idle:
+            text = "PrivacyCam: camera off"
+        elif getattr(self.feed, "error", None):
+            text = "PrivacyCam: camera unavailable"
+        else:
+            text = "PrivacyCam: waiting for camera"
         self.status.placeholder_frames += 1
         self._send(self._placeholder(text), None)
 
@@ -255,6 +267,21 @@ class Pipeline:
         return cover(image, width, height)
 
     # -- state changes -----------------------------------------------------------
+    def _update_on_demand(self) -> None:
+        if not self.on_demand:
+            return
+        now = time.perf_counter()
+        if self.sink.consumer_watching:
+            self._last_watched = now
+        idle = now - self._last_watched > ON_DEMAND_GRACE_S
+        if idle == self.idle:
+            return
+        self.idle = idle
+        log.info("camera %s", "off: nobody watches PrivacyCam" if idle else "on: an app watches PrivacyCam")
+        self.feed.set_paused(idle)
+        if not idle and self._matter is not None:
+            self._matter.reset()  # a new scene after the pause: no stale temporal state
+
     def _check_loader(self) -> None:
         if self._matter is None and self._loader.segmenter is not None:
             self._matter = Matter(self._loader.segmenter, self.config.mask)
@@ -285,11 +312,12 @@ class Pipeline:
         self.status.last_error = message
         if self._failing_since is None:
             self._failing_since = self.status.frames_in
-            log.warning("frames go out fully hidden: %s", message)
+            level = logging.INFO if isinstance(exc, _NotReady) else logging.WARNING
+            log.log(level, "frames go out fully hidden: %s", message)
 
     def _note_success(self) -> None:
         if self._failing_since is not None:
-            log.info("segmentation back after %d hidden frames", self.status.frames_in - self._failing_since)
+            log.info("masking frames again after %d fully hidden ones", self.status.frames_in - self._failing_since)
             self._failing_since = None
 
     def _close_matter(self) -> None:

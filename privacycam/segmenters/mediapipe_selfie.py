@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,24 @@ from privacycam.errors import ModelError
 from privacycam.models import MODELS, model_path
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence TensorFlow Lite's and absl's C++ start-up chatter, which ignores Python logging.
+
+    Only wraps model creation and warm-up, so no message of ours is lost.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 class MediaPipeSelfieSegmenter:
@@ -34,13 +55,16 @@ class MediaPipeSelfieSegmenter:
             output_category_mask=False,
         )
         try:
-            self._segmenter = vision.ImageSegmenter.create_from_options(options)
+            with quiet_native_stderr():
+                self._segmenter = vision.ImageSegmenter.create_from_options(options)
+                self._last_timestamp = -1
+                # Warm-up: XNNPACK sets itself up on the first call; do it here, off the frame path.
+                self.segment(np.zeros((spec.input_size[1], spec.input_size[0], 3), np.uint8), 0)
         except (RuntimeError, ValueError) as exc:
             raise ModelError(
                 f"MediaPipe cannot load {file}: {str(exc).splitlines()[0]}",
                 "point segmenter.model_path at a selfie-segmentation .tflite or run `privacycam models install`",
             ) from None
-        self._last_timestamp = -1
 
     def segment(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
         # The VIDEO running mode rejects timestamps that do not strictly increase

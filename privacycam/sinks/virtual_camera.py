@@ -17,6 +17,7 @@ import numpy as np
 import pyvirtualcam
 
 from privacycam.errors import SinkError
+from privacycam.sinks.reader_watch import ReaderWatch
 from privacycam.sources.base import Frame
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,12 @@ class VirtualCameraSink:
         self.device = self._camera.device
         self.description = f"virtual camera {self.device} ({label})"
         self._i420 = np.empty((height * 3 // 2, width), np.uint8)
-        self.consumer_watching = True
+        # A test backend may name no real device node; then assume someone watches.
+        self._readers = ReaderWatch(self.device) if os.path.exists(str(self.device)) else None
+
+    @property
+    def consumer_watching(self) -> bool:
+        return self._readers.watching if self._readers is not None else True
 
     def send(self, image: np.ndarray, frame: Frame | None) -> None:
         cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420, dst=self._i420)
@@ -84,6 +90,9 @@ class VirtualCameraSink:
             ) from None
 
     def close(self) -> None:
+        readers, self._readers = getattr(self, "_readers", None), None
+        if readers is not None:
+            readers.close()
         camera, self._camera = getattr(self, "_camera", None), None
         if camera is not None:
             camera.close()

@@ -1,0 +1,1 @@
+"""Benchmarks for PrivacyCam; `python -m bench.quality` scores the mask pipeline."""

@@ -1,0 +1,1 @@
+"""Control: the global hotkey, Unix signals and the control socket."""

@@ -1,0 +1,63 @@
+"""`privacycam toggle | on | off | status`: talk to the running daemon."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+from pathlib import Path
+
+from privacycam.config import load_config
+from privacycam.control.socket_server import MAX_REQUEST_BYTES, default_socket_path
+from privacycam.errors import PrivacyCamError
+
+TIMEOUT_S = 3.0
+
+
+def socket_path_for(config_file: str | None) -> Path:
+    config, _ = load_config(config_file)
+    return config.control.socket or default_socket_path()
+
+
+def send_command(path: Path, command: str) -> dict:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(TIMEOUT_S)
+    try:
+        sock.connect(str(path))
+        sock.sendall(json.dumps({"command": command}).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(MAX_REQUEST_BYTES * 4)
+            if not chunk:
+                break
+            data += chunk
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise PrivacyCamError(
+            f"no PrivacyCam daemon is running (no answer on {path})",
+            "start it with `privacycam run` or `systemctl --user start privacycam`",
+        ) from None
+    except OSError as exc:
+        raise PrivacyCamError(f"control socket {path} failed: {exc}", "check that the daemon is healthy") from None
+    finally:
+        sock.close()
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError:
+        raise PrivacyCamError(f"the daemon sent an unreadable answer on {path}", "restart the daemon") from None
+
+
+def control_command(args: argparse.Namespace) -> int:
+    answer = send_command(socket_path_for(args.config), args.command)
+    if not answer.get("ok"):
+        print(f"privacycam: error: {answer.get('error', 'request failed')}", file=sys.stderr)
+        return 1
+    if args.command == "status" and getattr(args, "json", False):
+        print(json.dumps(answer, indent=None))
+    elif args.command == "status":
+        for key, value in answer.items():
+            if key != "ok":
+                print(f"{key:18s} {value}")
+    else:
+        print(f"privacy {'on' if answer['privacy'] else 'off'}")
+    return 0

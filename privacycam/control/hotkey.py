@@ -1,0 +1,78 @@
+"""The global privacy hotkey (default `p`) through pynput, where an X display allows it.
+
+pynput's GlobalHotKeys ignores modifiers (it fires on shift+p and ctrl+p for
+`p`), so this listener tracks modifiers itself and fires only when exactly the
+configured ones are held: with no modifiers configured, `P` (shift) and
+ctrl+p do not toggle.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+
+log = logging.getLogger(__name__)
+
+NO_BACKEND_HINT = (
+    "bind `privacycam toggle` to a desktop keyboard shortcut instead (GNOME/KDE settings > Keyboard > Shortcuts)"
+)
+JOIN_TIMEOUT_S = 1.0
+
+
+class HotkeyListener:
+    def __init__(self, key: str, modifiers: Iterable[str], on_hotkey: Callable[[], None]) -> None:
+        from pynput import keyboard  # raises ImportError without a usable X display
+
+        self._keyboard = keyboard
+        self._key = key.lower()
+        self._wanted = frozenset(modifiers)
+        self._held: set[str] = set()
+        self._on_hotkey = on_hotkey
+        self._listener = keyboard.Listener(on_press=self._press, on_release=self._release)
+        self._listener.daemon = True
+        self._listener.start()
+
+    def _modifier(self, key) -> str | None:
+        k = self._keyboard.Key
+        names = {
+            "ctrl": (k.ctrl, k.ctrl_l, k.ctrl_r),
+            "shift": (k.shift, k.shift_l, k.shift_r),
+            "alt": (k.alt, k.alt_l, k.alt_r, k.alt_gr),
+            "cmd": (k.cmd, k.cmd_l, k.cmd_r),
+        }
+        return next((name for name, keys in names.items() if key in keys), None)
+
+    def _press(self, key) -> None:
+        modifier = self._modifier(key)
+        if modifier:
+            self._held.add(modifier)
+            return
+        char = getattr(key, "char", None)
+        if char and char.lower() == self._key and self._held == self._wanted:
+            self._on_hotkey()
+
+    def _release(self, key) -> None:
+        modifier = self._modifier(key)
+        if modifier:
+            self._held.discard(modifier)
+
+    def stop(self) -> None:
+        self._listener.stop()
+        # stop() may not end the thread until the next X event: never wait forever.
+        self._listener.join(JOIN_TIMEOUT_S)
+
+
+def start_hotkey(key: str | None, modifiers: Iterable[str], on_hotkey: Callable[[], None]) -> HotkeyListener | None:
+    """A running listener, or None with one log line saying why and what to do instead."""
+    if not key:
+        return None
+    if not os.environ.get("DISPLAY"):
+        wayland = " (Wayland has no global-hotkey backend)" if os.environ.get("WAYLAND_DISPLAY") else ""
+        log.info("hotkey %r is off: no X display%s; %s", key, wayland, NO_BACKEND_HINT)
+        return None
+    try:
+        return HotkeyListener(key, modifiers, on_hotkey)
+    except Exception as exc:  # noqa: BLE001 - pynput raises many kinds when X is unusable
+        log.info("hotkey %r is off: %s; %s", key, str(exc).splitlines()[0] if str(exc) else exc, NO_BACKEND_HINT)
+        return None
