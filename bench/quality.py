@@ -19,7 +19,7 @@ import statistics
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -37,7 +37,7 @@ SEQUENCE_PREFIX = "davis2016_"
 # Timings on a shared 2-core machine are noisy: time the pipeline this many
 # times per sequence and report the median of the per-run means.
 DEFAULT_TIMING_RUNS = 3
-METRICS = ("J", "F", "flicker", "leak", "cut", "ms_per_frame")
+METRICS = ("J", "F", "flicker", "leak", "cut", "ms_per_frame", "cpu_ms_per_frame")
 
 
 @dataclass(frozen=True)
@@ -116,37 +116,47 @@ class MemorySource:
         self._index = len(self.images)
 
 
-def pipeline_alphas(images: list[np.ndarray], config: Config, times_ms: list[float]) -> Iterator[np.ndarray]:
-    """uint8 alphas at frame size from the shipping pipeline; appends each frame's time.
+@dataclass
+class Timing:
+    """Per-frame wall-clock and process CPU times (all threads, so MediaPipe's too), in ms."""
+
+    wall_ms: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
+
+
+def pipeline_alphas(images: list[np.ndarray], config: Config, timing: Timing) -> Iterator[np.ndarray]:
+    """uint8 alphas at frame size from the shipping pipeline; records each frame's time.
 
     The first frame's time is left out: it includes loading the model.
     """
     frames = matte_frames(MemorySource(images, config.camera.fps), config)
     index = 0
     while True:
-        started = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         item = next(frames, None)
-        elapsed = (time.perf_counter() - started) * 1000
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         if item is None:
             return
         if index > 0:
-            times_ms.append(elapsed)
+            timing.wall_ms.append(wall * 1000)
+            timing.cpu_ms.append(cpu * 1000)
         index += 1
         yield item[1]
 
 
-def raw_alphas(images: list[np.ndarray], config: Config, times_ms: list[float]) -> Iterator[np.ndarray]:
+def raw_alphas(images: list[np.ndarray], config: Config, timing: Timing) -> Iterator[np.ndarray]:
     """The reference: the same model on the whole frame, per frame, confidence upsampled."""
     segmenter = create_segmenter(config.segmenter)
     width, height = segmenter.input_size
     try:
         for index, image in enumerate(images):
-            started = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             small = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
             rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
             confidence = np.clip(segmenter.segment(rgb, index * 33), 0.0, 1.0)
             alpha = upsample_alpha(confidence.astype(np.float32), image.shape[1], image.shape[0])
-            times_ms.append((time.perf_counter() - started) * 1000)
+            timing.wall_ms.append((time.perf_counter() - wall) * 1000)
+            timing.cpu_ms.append((time.process_time() - cpu) * 1000)
             yield alpha
     finally:
         segmenter.close()
@@ -169,17 +179,20 @@ def evaluate_sequence(
 ) -> dict[str, dict[str, float]]:
     rows = {}
     for row, producer in (("pipeline", pipeline_alphas), ("raw", raw_alphas)):
-        run_means = []
-        times: list[float] = []
-        figures = score(producer(images, config, times), truths).summary()
-        run_means.append(statistics.fmean(times) if times else float("nan"))
+        timings = [Timing()]
+        figures = score(producer(images, config, timings[0]), truths).summary()
         for _ in range(timing_runs - 1):
-            times = []
-            timed_only(producer(images, config, times))
-            run_means.append(statistics.fmean(times))
-        figures["ms_per_frame"] = statistics.median(run_means)
+            timings.append(Timing())
+            timed_only(producer(images, config, timings[-1]))
+        figures["ms_per_frame"] = _median_of_means([t.wall_ms for t in timings])
+        figures["cpu_ms_per_frame"] = _median_of_means([t.cpu_ms for t in timings])
         rows[row] = figures
     return rows
+
+
+def _median_of_means(runs: list[list[float]]) -> float:
+    means = [statistics.fmean(run) for run in runs if run]
+    return statistics.median(means) if means else float("nan")
 
 
 def mean_rows(per_sequence: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:

@@ -106,6 +106,7 @@ class MaskConfig(_Section):
     conf_center: float = 0.5
     conf_gain: float = 1.0
     tta_flip: bool = False
+    resize_mode: str = "area"
     refine_edges: bool = True
     refine_radius: Annotated[float, Field(ge=0.0, le=0.1)] = 0.01
     refine_eps: Annotated[float, Field(ge=1e-6, le=1.0)] = 0.001

@@ -68,6 +68,9 @@ class Daemon:
         self.feed, size, fps, self.live = self._open_feed(input_spec, live_sink)
         out = config.output
         self.size = (out.width or size[0], out.height or size[1])
+        if output_spec.startswith("vcam") and (self.size[0] % 2 or self.size[1] % 2):
+            self.size = (self.size[0] - self.size[0] % 2, self.size[1] - self.size[1] % 2)
+            log.info("the virtual camera needs even sizes (I420): publishing %dx%d", *self.size)
         self.fps = out.fps or fps
         try:
             self.sink = open_sink(output_spec, *self.size, self.fps, out)

@@ -92,6 +92,7 @@ class Matter:
     def alpha_for(self, frame: np.ndarray, timestamp_ms: int) -> np.ndarray:
         self._prepare(frame)
         self.last_segment_ms = 0.0
+        cv2.resize(frame, self._work_size, dst=self._work_bgr, interpolation=cv2.INTER_AREA)
         self._timestamp = timestamp_ms
         whole = Box(0, 0, *self._work_size)
         plan = self._tracker.plan() if self.config.region_of_interest else RoiPlan(whole, True, True)
@@ -141,10 +142,21 @@ class Matter:
         frame_box = box.scaled(fx, fy)
         crop = frame[frame_box.y0 : frame_box.y1, frame_box.x0 : frame_box.x1]
         model_w, model_h = self.segmenter.input_size
-        shrink = crop.shape[1] > model_w or crop.shape[0] > model_h
-        cv2.resize(
-            crop, (model_w, model_h), dst=self._model_bgr, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-        )
+        mode = self.config.resize_mode
+        if mode == "area":
+            shrink = crop.shape[1] > model_w or crop.shape[0] > model_h
+            cv2.resize(
+                crop,
+                (model_w, model_h),
+                dst=self._model_bgr,
+                interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR,
+            )
+        elif mode == "linear":
+            cv2.resize(crop, (model_w, model_h), dst=self._model_bgr, interpolation=cv2.INTER_LINEAR)
+        else:
+            if crop.shape[0] > 2 * model_h:
+                crop = self._work_bgr[box.y0 : box.y1, box.x0 : box.x1]
+            cv2.resize(crop, (model_w, model_h), dst=self._model_bgr, interpolation=cv2.INTER_LINEAR)
         cv2.cvtColor(self._model_bgr, cv2.COLOR_BGR2RGB, dst=self._model_rgb)
         started = time.perf_counter()
         self._timestamp += 1
@@ -162,7 +174,6 @@ class Matter:
         cv2.resize(conf, (box.width, box.height), dst=view, interpolation=cv2.INTER_LINEAR if grow else cv2.INTER_AREA)
 
     def _refine(self, frame: np.ndarray, box: Box, raw: np.ndarray) -> np.ndarray:
-        cv2.resize(frame, self._work_size, dst=self._work_bgr, interpolation=cv2.INTER_AREA)
         cv2.cvtColor(self._work_bgr, cv2.COLOR_BGR2GRAY, dst=self._guide_u8)
         np.multiply(self._guide_u8, 1.0 / 255.0, out=self._guide, casting="unsafe")
         np.copyto(self._refined, raw)

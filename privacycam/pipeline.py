@@ -156,6 +156,9 @@ class Pipeline:
         self._placeholders: dict[str, np.ndarray] = {}
         self._fps_window: list[float] = []
         self.on_demand = on_demand
+        self._restart_measurements = False
+        self._last_alpha: np.ndarray | None = None
+        self._frames_since_mask = 0
         self.idle = False  # on-demand: camera closed because nobody watches
         self._last_watched = time.perf_counter()
 
@@ -166,6 +169,10 @@ class Pipeline:
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    def restart_measurements(self) -> None:
+        """Zero the stage timings from the next frame on (benchmarks call this after warm-up)."""
+        self._restart_measurements = True
 
     # -- the loop ----------------------------------------------------------------
     def run(self, max_frames: int | None = None) -> None:
@@ -187,9 +194,10 @@ class Pipeline:
 
     def _step(self) -> bool:
         wait_s = 1.0 / PLACEHOLDER_FPS
-        started = time.perf_counter()
+        if self._restart_measurements:
+            self._restart_measurements = False
+            self.times = StageTimes()
         frame = self.feed.next(timeout=wait_s)
-        self.times.capture += (time.perf_counter() - started) * 1000 if not self.live else 0.0
         if frame is None:
             if getattr(self.feed, "finished", False):
                 return False
@@ -208,18 +216,29 @@ class Pipeline:
             if matter is None:
                 raise _NotReady("the segmentation model is still loading")
             t0 = time.perf_counter()
-            alpha = matter.alpha_for(image, frame.timestamp_ms)
+            alpha = self._alpha_for(matter, image, frame)
             t1 = time.perf_counter()
             out = self._compositor.compose(image, alpha)
             t2 = time.perf_counter()
-            self.times.segment += matter.last_segment_ms
-            self.times.mask += (t1 - t0) * 1000 - matter.last_segment_ms
-            self.times.composite += (t2 - t1) * 1000
         except Exception as exc:  # noqa: BLE001 - any failure must fail closed, never open
+            self._last_alpha = None
             self._note_failure(exc)
             return self._compositor.compose_hidden(image)
+        self.times.segment += matter.last_segment_ms
+        self.times.mask += (t1 - t0) * 1000 - matter.last_segment_ms
+        self.times.composite += (t2 - t1) * 1000
         self._note_success()
         return out
+
+    def _alpha_for(self, matter: Matter, image: np.ndarray, frame: Frame) -> np.ndarray:
+        """A fresh matte, or on in-between frames (segmenter.every_nth_frame > 1) the last one."""
+        if self._last_alpha is not None and self._frames_since_mask + 1 < self.config.segmenter.every_nth_frame:
+            self._frames_since_mask += 1
+            matter.last_segment_ms = 0.0
+            return self._last_alpha
+        alpha = matter.alpha_for(image, frame.timestamp_ms)
+        self._last_alpha, self._frames_since_mask = alpha, 0
+        return alpha
 
     def _send(self, image: np.ndarray, frame: Frame | None) -> None:
         t0 = time.perf_counter()
@@ -231,6 +250,7 @@ class Pipeline:
             self.status.first_output_at = now
         if frame is not None:
             self.times.frames += 1
+            self.times.capture += frame.read_ms
             latency = (now - frame.captured_at) * 1000
             self.status.latency_ms = latency
             self.times.latencies_ms.append(latency)
@@ -279,6 +299,7 @@ class Pipeline:
         self.idle = idle
         log.info("camera %s", "off: nobody watches PrivacyCam" if idle else "on: an app watches PrivacyCam")
         self.feed.set_paused(idle)
+        self._last_alpha = None
         if not idle and self._matter is not None:
             self._matter.reset()  # a new scene after the pause: no stale temporal state
 
@@ -321,6 +342,7 @@ class Pipeline:
             self._failing_since = None
 
     def _close_matter(self) -> None:
+        self._last_alpha = None
         matter, self._matter = self._matter, None
         if matter is not None:
             matter.close()

@@ -15,6 +15,7 @@ class Frame:
     index: int  # 0-based position in the source
     name: str  # file stem for image folders, else the zero-padded index
     captured_at: float = field(default_factory=time.perf_counter)  # perf_counter seconds
+    read_ms: float = 0.0  # time the source took to produce it (decode, camera read)
 
     @property
     def timestamp_ms(self) -> int:

@@ -34,11 +34,13 @@ class SequentialFeed:
         return not self.finished
 
     def next(self, timeout: float) -> Frame | None:
+        started = time.perf_counter()
         frame = self.source.read()
         if frame is None:
             self.finished = True
         else:
             frame.captured_at = time.perf_counter()
+            frame.read_ms = (frame.captured_at - started) * 1000
         return frame
 
     def close(self) -> None:
@@ -117,7 +119,9 @@ class LatestFrameFeed:
                         log.info("%s is back", self._source.description)
                     self.error = None
                     retry_s = RETRY_FIRST_S
+                read_started = time.perf_counter()
                 frame = self._source.read()
+                read_ms = (time.perf_counter() - read_started) * 1000
             except SourceError as exc:
                 self._close_source()
                 if self.error != exc.message:
@@ -139,6 +143,7 @@ class LatestFrameFeed:
                     self._stop.wait(delay)
                 else:
                     next_due = time.perf_counter()
+            frame.read_ms = read_ms
             frame.captured_at = time.perf_counter()
             with self._cond:
                 if not self._taken:

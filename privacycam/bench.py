@@ -1,0 +1,169 @@
+"""`privacycam bench`: run the real pipeline on a source and print one JSON object of figures.
+
+source -> segmenter -> mask -> compositor -> a sink that converts to I420 like the
+virtual camera does, then drops the frame. Progress goes to stderr, never stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import sys
+import time
+
+import cv2
+import numpy as np
+
+from privacycam.config import load_config
+from privacycam.pipeline import Pipeline, PrivacyState
+from privacycam.sources import LatestFrameFeed, SequentialFeed, open_source
+from privacycam.sources.base import Frame, FrameSource
+from privacycam.sources.synthetic import SyntheticSource
+
+log = logging.getLogger(__name__)
+
+WARMUP_FRAMES = 20
+
+
+def process_age_ms() -> float:
+    """Milliseconds since this process started (from /proc, so imports count too)."""
+    with open("/proc/self/stat") as f:
+        start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime") as f:
+        uptime_s = float(f.read().split()[0])
+    return (uptime_s - start_ticks / os.sysconf("SC_CLK_TCK")) * 1000
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # all threads of the process
+    return usage.ru_utime + usage.ru_stime
+
+
+class EndlessSource:
+    """Loops a finite source so a short clip can feed any number of frames."""
+
+    def __init__(self, make) -> None:
+        self._make = make
+        self._source: FrameSource = make()
+        self.live, self.fps, self.size = False, self._source.fps, self._source.size
+        self.description = self._source.description
+        self._index = 0
+
+    def read(self) -> Frame | None:
+        frame = self._source.read()
+        if frame is None:
+            self._source.close()
+            self._source = self._make()
+            frame = self._source.read()
+        frame.index = self._index
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        self._source.close()
+
+
+class EncodingDropSink:
+    """Converts to I420 exactly as the virtual camera sink does, then drops the frame.
+
+    Also marks where the measured run starts: after the model is ready and a
+    warm-up, CPU time and stage timings are reset.
+    """
+
+    description = "bench (I420 then drop)"
+    consumer_watching = True
+
+    def __init__(self, width: int, height: int, frames: int) -> None:
+        self._i420 = np.empty((height * 3 // 2, width), np.uint8)
+        self.frames = frames
+        self.pipeline: Pipeline | None = None
+        self.measured = 0
+        self.warm = 0
+        self.cpu_start = 0.0
+        self.wall_start = 0.0
+        self.dropped_start = 0
+
+    def send(self, image: np.ndarray, frame: Frame | None) -> None:
+        cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420, dst=self._i420)
+        pipeline = self.pipeline
+        if frame is None or pipeline is None or pipeline.status.segmenter == "loading":
+            return
+        if self.warm < WARMUP_FRAMES:
+            self.warm += 1
+            if self.warm == WARMUP_FRAMES:
+                self._start_measuring(pipeline)
+            return
+        self.measured += 1
+        if self.measured >= self.frames:
+            pipeline.stop()
+
+    def _start_measuring(self, pipeline: Pipeline) -> None:
+        pipeline.restart_measurements()
+        self.cpu_start = cpu_seconds()
+        self.wall_start = time.perf_counter()
+        self.dropped_start = pipeline.feed.dropped
+        print(f"bench: warmed up, measuring {self.frames} frames", file=sys.stderr)
+
+    def close(self) -> None:
+        pass
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 2) if values else 0.0
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    config, _ = load_config(args.config)
+    config = config.with_overrides(privacy={"start": True}, camera={"width": args.width, "height": args.height})
+    width, height = args.width, args.height
+    if args.input:
+        make = lambda: open_source(args.input, config.camera)  # noqa: E731
+        source = EndlessSource(make)
+    else:
+        source = SyntheticSource(width, height, args.fps or 30.0)
+    if args.fps:
+        # Paced like a camera: the capture thread produces at F fps whether we keep up or not.
+        feed = LatestFrameFeed(lambda: source, pace_fps=args.fps, first_source=source)
+    else:
+        feed = SequentialFeed(source)  # throughput: the next frame as soon as we ask
+    sink = EncodingDropSink(width, height, args.frames)
+    pipeline = Pipeline(config, feed, sink, (width, height), PrivacyState(True), live=True)
+    sink.pipeline = pipeline
+    print(
+        f"bench: {width}x{height}, {args.frames} frames, {'%.0f fps paced' % args.fps if args.fps else 'unpaced'}",
+        file=sys.stderr,
+    )
+    pipeline.run()
+    elapsed = time.perf_counter() - sink.wall_start
+    cpu = cpu_seconds() - sink.cpu_start
+    times = pipeline.times
+    frames = max(1, times.frames)
+    startup_ms = (
+        (pipeline.status.first_output_at - _process_start_perf()) * 1000 if pipeline.status.first_output_at else None
+    )
+    result = {
+        "width": width,
+        "height": height,
+        "frames": times.frames,
+        "fps_target": args.fps,
+        "fps": round(times.frames / elapsed, 1) if elapsed > 0 else 0.0,
+        "cpu_ms_per_frame": round(cpu * 1000 / frames, 2),
+        "latency_ms": {q: _percentile(times.latencies_ms, n) for q, n in (("p50", 50), ("p95", 95), ("p99", 99))},
+        "stage_ms": {
+            name: round(getattr(times, name) / frames, 2)
+            for name in ("capture", "segment", "mask", "composite", "sink")
+        },
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "startup_ms": round(startup_ms, 1) if startup_ms is not None else None,
+        "dropped_frames": pipeline.feed.dropped - sink.dropped_start,
+    }
+    print(json.dumps(result))
+    return 0
+
+
+def _process_start_perf() -> float:
+    """The process start expressed on the perf_counter clock."""
+    return time.perf_counter() - process_age_ms() / 1000
