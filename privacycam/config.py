@@ -107,6 +107,11 @@ class MaskConfig(_Section):
     conf_gain: float = 1.0
     tta_flip: bool = False
     resize_mode: str = "area"
+    refine_mode: str = "gray"
+    tiles: int = 1
+    roi_detect_threshold: float = 0.5
+    tile_overlap: float = 0.6
+    refine_certainty_power: float = 1.0
     refine_edges: bool = True
     refine_radius: Annotated[float, Field(ge=0.0, le=0.1)] = 0.01
     refine_eps: Annotated[float, Field(ge=1e-6, le=1.0)] = 0.001
@@ -232,10 +237,15 @@ def _validate(data: dict, origin: str) -> Config:
         raise ConfigError(f"{origin}: {exc}", "see config/privacycam.yaml for every key") from None
 
 
+def _printable(part: object) -> str:
+    text = str(part)
+    return text if text.isprintable() and text else repr(text)
+
+
 def _describe(exc: ValidationError, origin: str) -> str:
     parts = []
     for error in exc.errors(include_url=False):
-        key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        key = ".".join(_printable(p) for p in error["loc"]) or "(top level)"
         if error["type"] == "extra_forbidden":
             parts.append(f"{key}: unknown key")
             continue

@@ -77,9 +77,14 @@ class Daemon:
         except BaseException:
             self.feed.close()
             raise
-        self.pipeline = Pipeline(
-            config, self.feed, self.sink, self.size, self.privacy, live=self.live, on_demand=self._on_demand
-        )
+        try:
+            self.pipeline = Pipeline(
+                config, self.feed, self.sink, self.size, self.privacy, live=self.live, on_demand=self._on_demand
+            )
+        except BaseException:
+            self.sink.close()
+            self.feed.close()
+            raise
 
     def _open_feed(self, spec: int | str, live_sink: bool):
         camera = self.config.camera

@@ -104,14 +104,21 @@ class Matter:
             self._segment_into(frame, whole, self._full)
             b = plan.box
             self._full[b.y0 : b.y1, b.x0 : b.x1] = 0.0
-            found = self._tracker.people_box(cv2.compare(self._full, 0.5, cv2.CMP_GE))
+            found = self._tracker.people_box(cv2.compare(self._full, self.config.roi_detect_threshold, cv2.CMP_GE))
             raw.fill(0.0)
         elif plan.full_pass:
             self._segment_into(frame, whole, raw)
         else:
             raw.fill(0.0)
         if not plan.whole_frame:
-            self._segment_into(frame, plan.box, raw)
+            tiles = self._tiles(plan)
+            if tiles:
+                for t in tiles:
+                    self._segment_into(frame, t, self._full)
+                    v = (slice(t.y0, t.y1), slice(t.x0, t.x1))
+                    np.maximum(raw[v], self._full[v], out=raw[v])
+            else:
+                self._segment_into(frame, plan.box, raw)
             if not plan.full_pass:
                 view = raw[plan.box.y0 : plan.box.y1, plan.box.x0 : plan.box.x1]
                 person = cv2.compare(view, 0.5, cv2.CMP_GE)
@@ -136,6 +143,19 @@ class Matter:
         else:
             cv2.GaussianBlur(state, (0, 0), sigma, dst=self._out)
         return self._out
+
+    def _tiles(self, plan):
+        from privacycam.roi import _placed
+        p = self._tracker._people
+        if self.config.tiles < 2 or p is None or p.height < 1.3 * p.width:
+            return None
+        m = self.config.roi_margin * p.height
+        y0, y1 = p.y0 - m, p.y1 + m
+        side = round(self.config.tile_overlap * (y1 - y0))
+        cx = (p.x0 + p.x1) / 2
+        W, H = self._work_size
+        side = min(side, H, W)
+        return [_placed(cx, y0 + side / 2, side, side, W, H), _placed(cx, y1 - side / 2, side, side, W, H)]
 
     def _segment_into(self, frame: np.ndarray, box: Box, canvas: np.ndarray) -> None:
         fx, fy = self._to_frame
@@ -174,16 +194,26 @@ class Matter:
         cv2.resize(conf, (box.width, box.height), dst=view, interpolation=cv2.INTER_LINEAR if grow else cv2.INTER_AREA)
 
     def _refine(self, frame: np.ndarray, box: Box, raw: np.ndarray) -> np.ndarray:
-        cv2.cvtColor(self._work_bgr, cv2.COLOR_BGR2GRAY, dst=self._guide_u8)
-        np.multiply(self._guide_u8, 1.0 / 255.0, out=self._guide, casting="unsafe")
         np.copyto(self._refined, raw)
         ys, xs = slice(box.y0, box.y1), slice(box.x0, box.x1)
         radius = max(1, round(self.config.refine_radius * self._work_size[1]))
-        refined = cv2.ximgproc.guidedFilter(self._guide[ys, xs], raw[ys, xs], radius, self.config.refine_eps)
+        mode = self.config.refine_mode
+        src = raw[ys, xs]
+        if mode == "gray":
+            cv2.cvtColor(self._work_bgr, cv2.COLOR_BGR2GRAY, dst=self._guide_u8)
+            np.multiply(self._guide_u8, 1.0 / 255.0, out=self._guide, casting="unsafe")
+            refined = cv2.ximgproc.guidedFilter(self._guide[ys, xs], src, radius, self.config.refine_eps)
+        elif mode == "color":
+            guide = self._work_bgr[ys, xs].astype(np.float32) * (1 / 255)
+            refined = cv2.ximgproc.guidedFilter(guide, src, radius, self.config.refine_eps)
+        elif mode == "colormodel":
+            refined = color_posterior(self._work_bgr[ys, xs], src)
         np.clip(refined, 0.0, 1.0, out=refined)
         if self.config.refine_uncertain_only:
-            certainty = np.abs(raw[ys, xs] * 2.0 - 1.0)
-            refined = refined + certainty * (raw[ys, xs] - refined)
+            certainty = np.abs(src * 2.0 - 1.0)
+            if self.config.refine_certainty_power != 1.0:
+                certainty = certainty**self.config.refine_certainty_power
+            refined = refined + certainty * (src - refined)
         self._refined[ys, xs] = refined
         return self._refined
 
@@ -204,3 +234,16 @@ def upsample_alpha(alpha: np.ndarray, width: int, height: int, dst: np.ndarray |
     """
     small = cv2.convertScaleAbs(alpha, alpha=255.0)
     return cv2.resize(small, (width, height), dst=dst, interpolation=cv2.INTER_LINEAR)
+
+
+def color_posterior(bgr: np.ndarray, alpha: np.ndarray, bins: int = 16) -> np.ndarray:
+    fg = cv2.compare(alpha, 0.9, cv2.CMP_GT)
+    bg = cv2.compare(alpha, 0.1, cv2.CMP_LT)
+    ranges = [0, 256, 0, 256, 0, 256]
+    hf = cv2.calcHist([bgr], [0, 1, 2], fg, [bins] * 3, ranges)
+    hb = cv2.calcHist([bgr], [0, 1, 2], bg, [bins] * 3, ranges)
+    hf /= max(1.0, float(hf.sum()))
+    hb /= max(1.0, float(hb.sum()))
+    post = (hf + 1e-4) / (hf + hb + 2e-4)
+    out = cv2.calcBackProject([bgr.astype(np.float32)], [0, 1, 2], post, ranges, 1.0)
+    return out

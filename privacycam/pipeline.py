@@ -146,9 +146,9 @@ class Pipeline:
         self.times = StageTimes()
         self.stop_event = threading.Event()
         self._segmenter_factory = segmenter_factory
+        self._compositor = Compositor(config.background)  # first: a bad background image fails before a model loads
         self._loader = SegmenterLoader(config.segmenter, segmenter_factory)
         self._matter: Matter | None = None
-        self._compositor = Compositor(config.background)
         self._fitted: np.ndarray | None = None
         self._pending_config: Config | None = None
         self._failing_since: int | None = None
@@ -189,6 +189,7 @@ class Pipeline:
                     self._check_loader()
                 if not self._step():
                     break
+            self._check_loader()  # a model that failed to load must not end as a quiet success
         finally:
             self._close()
 

@@ -18,10 +18,12 @@ for any other backend the connected blobs of its mask):
 3. Everyone else is background (blurred or replaced), as is everything when no
    one is found.
 
-The blob version (`keep_main_person`) cannot separate people who touch in the
-image: they form one blob and are kept or hidden together. Blobs less than 3% of
-the frame height apart count as one blob, so a user split by a thin gap (an arm,
-a low-confidence neck) stays whole. It only ever removes, never adds, person.
+The blob version (`keep_main_person`, for masks without instances) works on the
+pixels with confidence >= 0.5. Blobs less than 3% of the frame height apart
+count as one, so a user split by a thin gap (an arm, a low-confidence neck)
+stays whole, and the user's soft edge is kept within 1.5% of the frame height
+around their blob. People who touch in the image form one blob and are kept or
+hidden together. It only ever removes person, never adds it.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ STICKY_IOU = 0.3
 STICKY_BONUS = 2.0
 FORGET_AFTER_MISSES = 15
 MASK_THRESHOLD = 0.5
-BLOB_GAP = 0.03  # fraction of the mask height
+BLOB_GAP = 0.03  # fraction of the mask height: blobs closer than this are one
 
 
 @dataclass
@@ -113,9 +115,9 @@ def keep_main_person(alpha: np.ndarray, state: MainPersonState) -> np.ndarray:
     """
     person = (alpha >= MASK_THRESHOLD).astype(np.uint8)
     height, width = alpha.shape
-    gap = max(1, round(BLOB_GAP * height))
-    # Dilating both joins fragments split by a thin gap and takes in the soft edge.
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gap + 1, 2 * gap + 1))
+    radius = max(1, round(BLOB_GAP * height / 2))
+    # Dilating joins blobs up to 2 * radius apart and takes in the soft edge.
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     grouped = cv2.dilate(person, kernel)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(grouped, connectivity=8)
     if count <= 1:

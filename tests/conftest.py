@@ -1,0 +1,90 @@
+"""Shared test fixtures: real data from ../shared, the CLI as a subprocess, small configs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def sequence(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.fail(f"test data {path} missing: CI checks out ../shared beside the repo")
+    return path
+
+
+def read_gray(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    assert image is not None, path
+    return image
+
+
+def first_frames(name: str, count: int, dest: Path) -> Path:
+    """A folder with symlinks to the first `count` frames of a sequence."""
+    dest.mkdir(parents=True, exist_ok=True)
+    frames = sorted((sequence(name) / "frames").iterdir())[:count]
+    for frame in frames:
+        (dest / frame.name).symlink_to(frame)
+    return dest
+
+
+def laplacian_variance(image: np.ndarray, region: np.ndarray) -> float:
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    return float(cv2.Laplacian(gray, cv2.CV_64F)[region].var())
+
+
+@pytest.fixture
+def runtime_dir(tmp_path_factory, monkeypatch) -> Path:
+    """A private XDG_RUNTIME_DIR (short path: Unix socket paths are limited to 108 bytes)."""
+    folder = Path(tmp_path_factory.mktemp("rt", numbered=True))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(folder))
+    monkeypatch.delenv("PRIVACYCAM_SOCKET", raising=False)
+    return folder
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("DISPLAY", None)
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "privacycam", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or cli_env(),
+        check=False,
+    )
+
+
+def start_cli(*args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "privacycam", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env or cli_env(),
+    )
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def no_user_config(tmp_path_factory, monkeypatch):
+    """Tests never read the developer's own ~/.config/privacycam."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))

@@ -1,0 +1,103 @@
+"""Every bad input: one clear line, a non-zero exit, no traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import REPO, cli_env, first_frames, run_cli
+
+
+def _assert_one_clear_line(result, code: int, *phrases: str) -> None:
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, result.stderr
+    for phrase in phrases:
+        assert phrase in errors[0], errors[0]
+    assert "Fix:" in errors[0]
+
+
+def test_missing_camera():
+    result = run_cli("run", "--input", "/dev/video97", "--output", "null")
+    _assert_one_clear_line(result, 1, "camera /dev/video97 does not exist")
+
+
+def test_unreadable_video(tmp_path):
+    video = tmp_path / "broken.mp4"
+    video.write_bytes(b"this is not a video")
+    result = run_cli("run", "--input", str(video), "--output", "null")
+    _assert_one_clear_line(result, 1, "cannot be read")
+
+
+def test_input_that_does_not_exist(tmp_path):
+    result = run_cli("run", "--input", str(tmp_path / "nothing"), "--output", "null")
+    _assert_one_clear_line(result, 1, "does not exist")
+
+
+def test_unknown_model_name(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("segmenter: {model: enormous}\n")
+    result = run_cli("run", "--config", str(config), "--input", "synthetic", "--output", "null", "--frames", "1")
+    _assert_one_clear_line(result, 2, "segmenter.model")
+
+
+def test_missing_model_file(tmp_path):
+    # Frames flow (fully hidden) while the model loads; the failed load then ends the run.
+    result = run_cli(
+        "run", "--input", "synthetic", "--output", str(tmp_path / "out"), "--frames", "900",
+        env=cli_env(PRIVACYCAM_MODEL_DIR=str(tmp_path / "no-models")),
+    )
+    _assert_one_clear_line(result, 2, "is missing", "privacycam models install")
+    assert 0 < len(list((tmp_path / "out").iterdir())) < 900
+
+
+def test_background_image_that_is_not_an_image(tmp_path):
+    (tmp_path / "bg.png").write_text("not a picture")
+    config = tmp_path / "c.yaml"
+    config.write_text("background: {mode: image, image: bg.png}\n")
+    frames = first_frames("davis2016_lucia", 1, tmp_path / "in")
+    result = run_cli("run", "--config", str(config), "--input", str(frames), "--output", "null")
+    _assert_one_clear_line(result, 2, "cannot be read as a picture")
+
+
+@pytest.mark.parametrize("output", ["/proc/privacycam-test/out.mp4", "/proc/privacycam-test-frames"])
+def test_unwritable_output(tmp_path, output):
+    frames = first_frames("davis2016_lucia", 1, tmp_path / "in")
+    result = run_cli("run", "--input", str(frames), "--output", output)
+    assert result.returncode != 0
+    _assert_one_clear_line(result, result.returncode)
+
+
+def test_output_with_unknown_suffix(tmp_path):
+    frames = first_frames("davis2016_lucia", 1, tmp_path / "in")
+    result = run_cli("run", "--input", str(frames), "--output", str(tmp_path / "out.avi"))
+    _assert_one_clear_line(result, 1, "neither .mp4/.mkv nor a folder")
+
+
+def test_control_commands_without_daemon(runtime_dir):
+    for command in ("toggle", "on", "off", "status"):
+        result = run_cli(command)
+        _assert_one_clear_line(result, 1, "no PrivacyCam daemon is running")
+
+
+def test_version_and_help():
+    assert run_cli("--version").stdout.startswith("privacycam ")
+    for command in ("run", "matte", "bench", "toggle", "status", "doctor", "models"):
+        result = run_cli(command, "-h")
+        assert result.returncode == 0 and "usage:" in result.stdout
+
+
+def test_doctor_on_a_machine_without_camera_or_loopback():
+    result = run_cli("doctor")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "FAIL  no camera found" in result.stdout
+    assert "FAIL  v4l2loopback is not loaded" in result.stdout
+    assert "OK    model general" in result.stdout
+    assert "problem(s) found" in result.stdout
+
+
+def test_readme_opens_with_the_two_commands():
+    lines = (REPO / "README.md").read_text().splitlines()[:12]
+    text = "\n".join(lines)
+    assert "bash scripts/demo.sh" in text and "bash scripts/test.sh" in text

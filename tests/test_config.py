@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import REPO, run_cli, write_config
+from privacycam.config import Config, load_config, parse_config_text
+from privacycam.errors import ConfigError
+
+
+def test_documented_config_equals_built_in_defaults():
+    documented = parse_config_text((REPO / "config" / "privacycam.yaml").read_text())
+    assert documented == Config()
+
+
+def test_every_default_key_is_documented():
+    documented = yaml.safe_load((REPO / "config" / "privacycam.yaml").read_text())
+    for section, values in Config().model_dump().items():
+        if isinstance(values, dict):
+            assert set(values) == set(documented[section]), section
+        else:
+            assert section in documented
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("camera: {widht: 640}", "camera.widht: unknown key"),
+        ("camera: {width: big}", "camera.width"),
+        ("camera: {width: 5}", "camera.width: Input should be greater than or equal to 16"),
+        ("segmenter: {model: huge}", "segmenter.model"),
+        ("segmenter: {backend: yolo}", "segmenter.backend"),
+        ("background: {mode: image}", "needs background.image"),
+        ("background: {mode: image, image: /nonexistent.png}", "does not exist"),
+        ("mask: {smoothing: 2}", "mask.smoothing"),
+        ("camera: [1, 2", "broken YAML at line 1"),
+        ("- just a list", "top level must be a mapping"),
+    ],
+)
+def test_bad_config_gives_one_clear_line(text, expected):
+    with pytest.raises(ConfigError) as info:
+        parse_config_text(text)
+    assert expected in info.value.message
+    assert "\n" not in info.value.message
+    assert info.value.exit_code == 2
+
+
+def test_relative_background_path_is_relative_to_the_config_file(tmp_path):
+    (tmp_path / "bg.png").write_bytes(b"")
+    config, _ = load_config(write_config(tmp_path / "c.yaml", "background: {mode: image, image: bg.png}"))
+    assert config.background.image == tmp_path / "bg.png"
+
+
+def test_on_off_words_for_privacy_start():
+    assert parse_config_text("privacy: {start: off}").privacy.start is False
+    assert parse_config_text("privacy: {start: 'on'}").privacy.start is True
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("camera: [1, 2", "broken YAML"),
+        ("segmenter: {model: huge}", "segmenter.model"),
+        ("background: {mode: image, image: missing.png}", "does not exist"),
+    ],
+)
+def test_cli_reports_config_errors_without_traceback(tmp_path, text, expected):
+    config = write_config(tmp_path / "bad.yaml", text)
+    result = run_cli("run", "--config", str(config), "--input", "synthetic", "--output", "null", "--frames", "1")
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+
+
+yaml_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-10, 10_000), st.floats(allow_nan=True), st.text(max_size=12)
+)
+yaml_values = st.recursive(
+    yaml_scalars,
+    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=10), children, max_size=4)),
+    max_leaves=12,
+)
+section_names = st.sampled_from([*Config.model_fields, "unknown"])
+field_names = st.sampled_from(
+    sorted({name for section in Config.model_fields.values() for name in getattr(section.annotation, "model_fields", {})})
+    + ["nope"]
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(section_names, st.one_of(yaml_values, st.dictionaries(field_names, yaml_values)), max_size=5))
+def test_fuzzed_documents_load_or_raise_the_config_error(document):
+    text = yaml.safe_dump(document)
+    try:
+        config = parse_config_text(text)
+    except ConfigError as exc:
+        assert exc.message and "\n" not in exc.message
+    else:
+        assert isinstance(config, Config)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_fuzzed_text_loads_or_raises_the_config_error(text):
+    try:
+        parse_config_text(text)
+    except ConfigError:
+        pass
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(Path(tmp_path / "nope.yaml"))
