@@ -96,26 +96,14 @@ class MaskConfig(_Section):
     feather: Annotated[float, Field(ge=0.0, le=0.1)] = 0.002
     resolution: Annotated[int, Field(ge=64, le=2160)] = 240
     region_of_interest: bool = True
-    roi_margin: Annotated[float, Field(ge=0.0, le=2.0)] = 0.3
+    roi_margin: Annotated[float, Field(ge=0.0, le=2.0)] = 0.1
     roi_full_frame_every: Annotated[int, Field(ge=1, le=300)] = 15
     roi_whole_frame_above: Annotated[float, Field(ge=0.2, le=1.0)] = 0.7
-    roi_min_height: Annotated[float, Field(ge=0.05, le=1.0)] = 0.25
     roi_min_area: Annotated[float, Field(ge=0.0, le=0.1)] = 0.002
-    roi_detect_only: bool = True
-    roi_keep_aspect: bool = True
-    conf_center: float = 0.5
-    conf_gain: float = 1.0
-    tta_flip: bool = False
-    resize_mode: str = "area"
-    refine_mode: str = "gray"
-    tiles: int = 1
-    roi_detect_threshold: float = 0.5
-    tile_overlap: float = 0.6
-    refine_certainty_power: float = 1.0
+    roi_detect_threshold: Annotated[float, Field(ge=0.05, le=0.99)] = 0.5
     refine_edges: bool = True
     refine_radius: Annotated[float, Field(ge=0.0, le=0.1)] = 0.01
     refine_eps: Annotated[float, Field(ge=1e-6, le=1.0)] = 0.001
-    refine_uncertain_only: bool = True
 
 
 class BackgroundConfig(_Section):

@@ -1,6 +1,20 @@
 """Mask post-processing: from a segmenter's raw confidence to a stable, soft matte.
 
-PROTOTYPE (being measured).
+`Matter` owns one segmenter and turns each frame into a float32 alpha in [0, 1]
+at a small working resolution (`mask.resolution` lines; the compositor
+upsamples it). Per frame:
+
+1. region of interest (`privacycam.roi`): the segmenter runs on a crop around
+   where the people were, in the model's aspect ratio, so a small person gets
+   the model's full resolution; a periodic full-frame pass finds people entering;
+2. edge refinement: a guided filter (grey frame as guide) where the model is
+   unsure, so the edge follows the image;
+3. temporal smoothing: an EMA that is slow where the new matte roughly agrees
+   (jitter) and immediate where it strongly disagrees (motion, no afterimage);
+4. feathering proportional to the frame height.
+
+`privacycam matte`, `run` and `bench/quality.py` all go through
+`Matter.alpha_for`, so what is measured is what ships.
 """
 
 from __future__ import annotations
@@ -14,236 +28,268 @@ from privacycam.config import MaskConfig
 from privacycam.roi import Box, RoiPlan, RoiSettings, RoiTracker
 from privacycam.segmenters.base import Segmenter, checked_mask
 
+# Downscaling by more than 2x with INTER_LINEAR aliases (it samples 2x2 pixels),
+# and INTER_AREA is slow except for exact integer factors. So images are halved
+# with INTER_AREA at exactly 2x (a cheap box filter) until the last step needs
+# at most a 2x reduction, which INTER_LINEAR does cleanly.
+MAX_LINEAR_SHRINK = 2.0
+# A person: matte >= 0.5 (the compositor's half-way point).
+PERSON = 0.5
+# Feathering below this sigma (work pixels) changes nothing visible.
+MIN_FEATHER_SIGMA = 0.3
+
+
+class HalvingPyramid:
+    """A frame and its successive exact halves, built lazily once per frame."""
+
+    def __init__(self, width: int, height: int, min_width: int, min_height: int) -> None:
+        self._levels: list[np.ndarray] = []
+        w, h = width, height
+        while w // 2 >= min_width and h // 2 >= min_height:
+            w, h = w // 2, h // 2
+            self._levels.append(np.empty((h, w, 3), np.uint8))
+        self._ready = 0
+        self._frame: np.ndarray | None = None
+
+    def set_frame(self, frame: np.ndarray) -> None:
+        self._frame = frame
+        self._ready = 0
+
+    def level(self, index: int) -> np.ndarray:
+        """Level 0 is the frame, level k is 2**k times smaller (odd last rows/columns dropped)."""
+        index = min(index, len(self._levels))
+        while self._ready < index:
+            source = self._frame if self._ready == 0 else self._levels[self._ready - 1]
+            target = self._levels[self._ready]
+            even = source[: target.shape[0] * 2, : target.shape[1] * 2]
+            cv2.resize(even, (target.shape[1], target.shape[0]), dst=target, interpolation=cv2.INTER_AREA)
+            self._ready += 1
+        return self._frame if index == 0 else self._levels[index - 1]
+
+    def resize_region(self, x0: float, y0: float, x1: float, y1: float, dst: np.ndarray) -> None:
+        """Resize the frame region [x0, x1) x [y0, y1) (frame pixels) into dst, antialiased."""
+        shrink = max((x1 - x0) / dst.shape[1], (y1 - y0) / dst.shape[0])
+        index = 0
+        while shrink / 2**index > MAX_LINEAR_SHRINK and index < len(self._levels):
+            index += 1
+        scale = 2**index
+        source = self.level(index)
+        crop = source[round(y0 / scale) : round(y1 / scale), round(x0 / scale) : round(x1 / scale)]
+        cv2.resize(crop, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=cv2.INTER_LINEAR)
+
 
 class AgreementSmoother:
-    """EMA whose speed depends on how much the new matte disagrees with the state."""
+    """Temporal EMA of the matte whose speed depends on how much the new matte disagrees.
+
+    Each pixel moves a fraction w of the way to the new value, with
+    w = (1 - keep) where the change is small (jitter: smoothed) rising linearly
+    to 1 at |change| >= motion_threshold (a moving person: followed at once, so
+    no afterimage). The state is its own buffer, never the segmenter's output
+    (a classic bug: smoothing that silently stops because "previous" and
+    "current" are the same array).
+    """
 
     def __init__(self, keep: float, motion_threshold: float) -> None:
         self.keep = keep
         self.motion_threshold = motion_threshold
         self._state: np.ndarray | None = None
-        self._diff: np.ndarray | None = None
-        self._weight: np.ndarray | None = None
 
     def update(self, alpha: np.ndarray) -> np.ndarray:
-        if self._state is None or self._state.shape != alpha.shape or self.keep <= 0:
+        if self._state is None or self._state.shape != alpha.shape:
             self._state = alpha.astype(np.float32, copy=True)
-            self._diff = np.empty_like(self._state)
+            self._change = np.empty_like(self._state)
             self._weight = np.empty_like(self._state)
             return self._state
-        diff, weight = self._diff, self._weight
-        np.subtract(alpha, self._state, out=diff)
-        np.abs(diff, out=weight)
-        # weight: (1 - keep) where |d| small, 1 where |d| >= motion_threshold
-        np.multiply(weight, 1.0 / self.motion_threshold, out=weight)
-        np.minimum(weight, 1.0, out=weight)
-        np.multiply(weight, self.keep, out=weight)
+        if self.keep <= 0:
+            np.copyto(self._state, alpha)
+            return self._state
+        change, weight = self._change, self._weight
+        np.subtract(alpha, self._state, out=change)
+        np.abs(change, out=weight)
+        np.multiply(weight, self.keep / self.motion_threshold, out=weight)
+        np.minimum(weight, self.keep, out=weight)
         np.add(weight, 1.0 - self.keep, out=weight)
-        np.multiply(diff, weight, out=diff)
-        np.add(self._state, diff, out=self._state)
+        np.multiply(change, weight, out=change)
+        np.add(self._state, change, out=self._state)
         return self._state
 
     def reset(self) -> None:
         self._state = None
 
 
+class EdgeRefiner:
+    """Guided filter of the matte with the grey frame as guide, applied where the matte is unsure.
+
+    The guide is float in [0, 1], so eps is in those units squared: an image
+    edge with a contrast well above sqrt(eps) pulls the matte's edge onto it.
+    Where the model is sure (alpha near 0 or 1) its answer is kept: the blend
+    weight of the filtered value is 1 - |2 alpha - 1|.
+    """
+
+    def __init__(self, work_size: tuple[int, int], radius: int, eps: float) -> None:
+        width, height = work_size
+        self.radius = radius
+        self.eps = eps
+        self._grey = np.empty((height, width), np.uint8)
+        self._guide = np.empty((height, width), np.float32)
+        self._filtered = np.empty((height, width), np.float32)
+        self._certainty = np.empty((height, width), np.float32)
+
+    def refine(self, alpha: np.ndarray, work_bgr: np.ndarray, box: Box) -> None:
+        """Refine alpha in place inside box (work pixels)."""
+        region = box.slices
+        grey, guide = self._grey[region], self._guide[region]
+        cv2.cvtColor(work_bgr[region], cv2.COLOR_BGR2GRAY, dst=grey)
+        np.multiply(grey, 1.0 / 255.0, out=guide, casting="unsafe")
+        src, filtered, certainty = alpha[region], self._filtered[region], self._certainty[region]
+        cv2.ximgproc.guidedFilter(guide, src, self.radius, self.eps, dst=filtered)
+        np.clip(filtered, 0.0, 1.0, out=filtered)
+        # alpha = filtered + |2 alpha - 1| * (alpha - filtered)
+        np.multiply(src, 2.0, out=certainty)
+        np.subtract(certainty, 1.0, out=certainty)
+        np.abs(certainty, out=certainty)
+        np.subtract(src, filtered, out=src)
+        np.multiply(src, certainty, out=src)
+        np.add(src, filtered, out=src)
+
+
 class Matter:
-    """frame (BGR uint8, any size) -> person alpha (float32 [0,1], work size)."""
+    """frame (BGR uint8, any size) -> person alpha (float32 [0,1], working resolution)."""
 
     def __init__(self, segmenter: Segmenter, config: MaskConfig) -> None:
         self.segmenter = segmenter
         self.config = config
         self._smoother = AgreementSmoother(config.smoothing, config.motion_threshold)
         self.last_segment_ms = 0.0
+        model_w, model_h = segmenter.input_size
+        self._model_bgr = np.empty((model_h, model_w, 3), np.uint8)
+        self._model_rgb = np.empty((model_h, model_w, 3), np.uint8)
         self._frame_size: tuple[int, int] | None = None
-        width, height = segmenter.input_size
-        self._model_bgr = np.empty((height, width, 3), np.uint8)
-        self._model_rgb = np.empty((height, width, 3), np.uint8)
-        self._timestamp = 0
-
-    def _prepare(self, frame: np.ndarray) -> None:
-        height, width = frame.shape[:2]
-        if self._frame_size == (width, height):
-            return
-        self._frame_size = (width, height)
-        work_h = min(height, self.config.resolution)
-        work_w = max(1, round(width * work_h / height))
-        self._work_size = (work_w, work_h)
-        self._to_frame = (width / work_w, height / work_h)
-        self._raw = np.zeros((work_h, work_w), np.float32)
-        self._full = np.zeros((work_h, work_w), np.float32)
-        self._refined = np.zeros((work_h, work_w), np.float32)
-        self._work_bgr = np.empty((work_h, work_w, 3), np.uint8)
-        self._guide_u8 = np.empty((work_h, work_w), np.uint8)
-        self._guide = np.empty((work_h, work_w), np.float32)
-        self._person_u8 = np.empty((work_h, work_w), np.uint8)
-        self._out = np.empty((work_h, work_w), np.float32)
-        model_w, model_h = self.segmenter.input_size
-        settings = RoiSettings(
-            margin=self.config.roi_margin,
-            full_frame_every=self.config.roi_full_frame_every,
-            whole_frame_above=self.config.roi_whole_frame_above,
-            min_height=self.config.roi_min_height,
-            min_area=self.config.roi_min_area,
-        )
-        self._tracker = RoiTracker(self._work_size, model_w / model_h if self.config.roi_keep_aspect else 0.0, settings)
-        self._smoother.reset()
+        self._tracker: RoiTracker | None = None
+        self._refiner: EdgeRefiner | None = None
+        self._timestamp_ms = 0
 
     def alpha_for(self, frame: np.ndarray, timestamp_ms: int) -> np.ndarray:
         self._prepare(frame)
         self.last_segment_ms = 0.0
-        cv2.resize(frame, self._work_size, dst=self._work_bgr, interpolation=cv2.INTER_AREA)
-        self._timestamp = timestamp_ms
-        whole = Box(0, 0, *self._work_size)
-        plan = self._tracker.plan() if self.config.region_of_interest else RoiPlan(whole, True, True)
-        raw = self._raw
-        found = None
-        if plan.whole_frame:
-            self._segment_into(frame, whole, raw)
-        elif plan.full_pass and self.config.roi_detect_only:
-            self._segment_into(frame, whole, self._full)
-            b = plan.box
-            self._full[b.y0 : b.y1, b.x0 : b.x1] = 0.0
-            found = self._tracker.people_box(cv2.compare(self._full, self.config.roi_detect_threshold, cv2.CMP_GE))
-            raw.fill(0.0)
-        elif plan.full_pass:
-            self._segment_into(frame, whole, raw)
-        else:
-            raw.fill(0.0)
-        if not plan.whole_frame:
-            tiles = self._tiles(plan)
-            if tiles:
-                for t in tiles:
-                    self._segment_into(frame, t, self._full)
-                    v = (slice(t.y0, t.y1), slice(t.x0, t.x1))
-                    np.maximum(raw[v], self._full[v], out=raw[v])
-            else:
-                self._segment_into(frame, plan.box, raw)
-            if not plan.full_pass:
-                view = raw[plan.box.y0 : plan.box.y1, plan.box.x0 : plan.box.x1]
-                person = cv2.compare(view, 0.5, cv2.CMP_GE)
-                if self._tracker.lost(person):
-                    self._segment_into(frame, whole, raw)
-                    plan = RoiPlan(whole, True, True)
-        if self.config.conf_center != 0.5 or self.config.conf_gain != 1.0:
-            np.subtract(raw, self.config.conf_center, out=raw)
-            np.multiply(raw, self.config.conf_gain, out=raw)
-            np.add(raw, 0.5, out=raw)
-        np.clip(raw, 0.0, 1.0, out=raw)
-        alpha = raw
-        if self.config.refine_edges:
-            alpha = self._refine(frame, plan.box, raw)
-        state = self._smoother.update(alpha)
-        cv2.compare(state, 0.5, cv2.CMP_GE, dst=self._person_u8)
-        if self.config.region_of_interest:
-            self._tracker.observe(self._person_u8, plan, found)
-        sigma = self.config.feather * self._work_size[1]
-        if sigma < 0.3:
+        self._timestamp_ms = timestamp_ms
+        self._pyramid.set_frame(frame)
+        self._pyramid.resize_region(0, 0, *self._frame_size, self._work_bgr)
+        plan, found = self._segment(self._raw)
+        np.clip(self._raw, 0.0, 1.0, out=self._raw)
+        if self._refiner is not None:
+            self._refiner.refine(self._raw, self._work_bgr, plan.box)
+        state = self._smoother.update(self._raw)
+        import os
+        h = float(os.environ.get("HYST", "0"))
+        if h > 0:
+            if not hasattr(self, "_prev_bin") or self._prev_bin.shape != state.shape:
+                self._prev_bin = (state >= 0.5).astype(np.float32)
+            state = np.clip(state + h * (2 * self._prev_bin - 1), 0, 1)
+            self._prev_bin = (state >= 0.5).astype(np.float32)
+        if self._tracker is not None:
+            self._tracker.observe(state, plan, found)
+        if self._feather_sigma < MIN_FEATHER_SIGMA:
             np.copyto(self._out, state)
         else:
-            cv2.GaussianBlur(state, (0, 0), sigma, dst=self._out)
+            cv2.GaussianBlur(state, (0, 0), self._feather_sigma, dst=self._out)
         return self._out
-
-    def _tiles(self, plan):
-        from privacycam.roi import _placed
-        p = self._tracker._people
-        if self.config.tiles < 2 or p is None or p.height < 1.3 * p.width:
-            return None
-        m = self.config.roi_margin * p.height
-        y0, y1 = p.y0 - m, p.y1 + m
-        side = round(self.config.tile_overlap * (y1 - y0))
-        cx = (p.x0 + p.x1) / 2
-        W, H = self._work_size
-        side = min(side, H, W)
-        return [_placed(cx, y0 + side / 2, side, side, W, H), _placed(cx, y1 - side / 2, side, side, W, H)]
-
-    def _segment_into(self, frame: np.ndarray, box: Box, canvas: np.ndarray) -> None:
-        fx, fy = self._to_frame
-        frame_box = box.scaled(fx, fy)
-        crop = frame[frame_box.y0 : frame_box.y1, frame_box.x0 : frame_box.x1]
-        model_w, model_h = self.segmenter.input_size
-        mode = self.config.resize_mode
-        if mode == "area":
-            shrink = crop.shape[1] > model_w or crop.shape[0] > model_h
-            cv2.resize(
-                crop,
-                (model_w, model_h),
-                dst=self._model_bgr,
-                interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR,
-            )
-        elif mode == "linear":
-            cv2.resize(crop, (model_w, model_h), dst=self._model_bgr, interpolation=cv2.INTER_LINEAR)
-        else:
-            if crop.shape[0] > 2 * model_h:
-                crop = self._work_bgr[box.y0 : box.y1, box.x0 : box.x1]
-            cv2.resize(crop, (model_w, model_h), dst=self._model_bgr, interpolation=cv2.INTER_LINEAR)
-        cv2.cvtColor(self._model_bgr, cv2.COLOR_BGR2RGB, dst=self._model_rgb)
-        started = time.perf_counter()
-        self._timestamp += 1
-        conf = self.segmenter.segment(self._model_rgb, self._timestamp)
-        self.last_segment_ms += (time.perf_counter() - started) * 1000
-        conf = checked_mask(conf, model_h, model_w)
-        if self.config.tta_flip:
-            conf = conf.copy()
-            flipped = np.ascontiguousarray(self._model_rgb[:, ::-1])
-            conf2 = self.segmenter.segment(flipped, self._timestamp + 1)
-            self._timestamp += 1
-            conf = 0.5 * (conf + conf2[:, ::-1])
-        view = canvas[box.y0 : box.y1, box.x0 : box.x1]
-        grow = box.width > model_w or box.height > model_h
-        cv2.resize(conf, (box.width, box.height), dst=view, interpolation=cv2.INTER_LINEAR if grow else cv2.INTER_AREA)
-
-    def _refine(self, frame: np.ndarray, box: Box, raw: np.ndarray) -> np.ndarray:
-        np.copyto(self._refined, raw)
-        ys, xs = slice(box.y0, box.y1), slice(box.x0, box.x1)
-        radius = max(1, round(self.config.refine_radius * self._work_size[1]))
-        mode = self.config.refine_mode
-        src = raw[ys, xs]
-        if mode == "gray":
-            cv2.cvtColor(self._work_bgr, cv2.COLOR_BGR2GRAY, dst=self._guide_u8)
-            np.multiply(self._guide_u8, 1.0 / 255.0, out=self._guide, casting="unsafe")
-            refined = cv2.ximgproc.guidedFilter(self._guide[ys, xs], src, radius, self.config.refine_eps)
-        elif mode == "color":
-            guide = self._work_bgr[ys, xs].astype(np.float32) * (1 / 255)
-            refined = cv2.ximgproc.guidedFilter(guide, src, radius, self.config.refine_eps)
-        elif mode == "colormodel":
-            refined = color_posterior(self._work_bgr[ys, xs], src)
-        np.clip(refined, 0.0, 1.0, out=refined)
-        if self.config.refine_uncertain_only:
-            certainty = np.abs(src * 2.0 - 1.0)
-            if self.config.refine_certainty_power != 1.0:
-                certainty = certainty**self.config.refine_certainty_power
-            refined = refined + certainty * (src - refined)
-        self._refined[ys, xs] = refined
-        return self._refined
 
     def reset(self) -> None:
         """Forget temporal state (e.g. after a camera reconnect or a scene cut)."""
         self._smoother.reset()
-        if self._frame_size is not None:
+        if self._tracker is not None:
             self._tracker.reset()
 
     def close(self) -> None:
         self.segmenter.close()
 
+    # -- per frame ------------------------------------------------------------------
+    def _segment(self, raw: np.ndarray) -> tuple[RoiPlan, Box | None]:
+        """Fill raw (work size) with the model's confidence; returns the plan used and people found outside it."""
+        tracker = self._tracker
+        whole = Box(0, 0, *self._work_size)
+        if tracker is None:
+            self._segment_box(whole, raw)
+            return RoiPlan(whole, whole_frame=True, full_pass=True), None
+        plan = tracker.plan()
+        found = None
+        if plan.whole_frame:
+            self._segment_box(whole, raw)
+            if tracker.tracking:  # the people are large: the whole frame is their crop
+                return plan, None
+            # nobody tracked yet: crop around whoever the whole frame shows, in this very frame
+            people = tracker.people_in(raw)
+            crop = tracker.crop_for(people) if people is not None else whole
+            if crop == whole:
+                return plan, None
+            plan = RoiPlan(crop, whole_frame=False, full_pass=True)
+        elif plan.full_pass:
+            # look for people entering; only their position is used, the crop gives the matte
+            self._segment_box(whole, self._full)
+            found = tracker.people_in(self._full, self.config.roi_detect_threshold, exclude=plan.box)
+        raw.fill(0.0)
+        self._segment_box(plan.box, raw)
+        if not plan.full_pass and tracker.people_in(raw) is None:
+            # the crop lost everyone: look at the whole frame now
+            self._segment_box(whole, raw)
+            plan = RoiPlan(whole, whole_frame=True, full_pass=True)
+        return plan, found
+
+    def _segment_box(self, box: Box, canvas: np.ndarray) -> None:
+        """Run the segmenter on box (work pixels) and write its confidence into canvas[box]."""
+        fx, fy = self._work_to_frame
+        self._pyramid.resize_region(box.x0 * fx, box.y0 * fy, box.x1 * fx, box.y1 * fy, self._model_bgr)
+        cv2.cvtColor(self._model_bgr, cv2.COLOR_BGR2RGB, dst=self._model_rgb)
+        started = time.perf_counter()
+        confidence = self.segmenter.segment(self._model_rgb, self._timestamp_ms)
+        self.last_segment_ms += (time.perf_counter() - started) * 1000
+        model_w, model_h = self.segmenter.input_size
+        confidence = checked_mask(confidence, model_h, model_w)
+        # resized straight into our own buffer: the segmenter may reuse its output array
+        view = canvas[box.slices]
+        shrink = box.width < model_w or box.height < model_h
+        cv2.resize(confidence, (box.width, box.height), dst=view, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+    # -- buffers, once per frame size ---------------------------------------------------
+    def _prepare(self, frame: np.ndarray) -> None:
+        height, width = frame.shape[:2]
+        if self._frame_size == (width, height):
+            return
+        self._frame_size = (width, height)
+        config = self.config
+        work_h = min(height, config.resolution)
+        work_w = max(1, round(width * work_h / height))
+        self._work_size = (work_w, work_h)
+        self._work_to_frame = (width / work_w, height / work_h)
+        model_w, model_h = self.segmenter.input_size
+        self._pyramid = HalvingPyramid(width, height, min(work_w, model_w), min(work_h, model_h))
+        self._work_bgr = np.empty((work_h, work_w, 3), np.uint8)
+        self._raw = np.zeros((work_h, work_w), np.float32)
+        self._full = np.zeros((work_h, work_w), np.float32)
+        self._out = np.empty((work_h, work_w), np.float32)
+        self._feather_sigma = config.feather * work_h  # a share of the frame height: same look at any size
+        self._refiner = None
+        if config.refine_edges:
+            radius = max(1, round(config.refine_radius * work_h))
+            self._refiner = EdgeRefiner(self._work_size, radius, config.refine_eps)
+        self._tracker = None
+        if config.region_of_interest:
+            settings = RoiSettings(
+                margin=config.roi_margin,
+                full_frame_every=config.roi_full_frame_every,
+                whole_frame_above=config.roi_whole_frame_above,
+                min_area=config.roi_min_area,
+                model_aspect=model_w / model_h,
+            )
+            self._tracker = RoiTracker(self._work_size, settings)
+        self._smoother.reset()
+
 
 def upsample_alpha(alpha: np.ndarray, width: int, height: int, dst: np.ndarray | None = None) -> np.ndarray:
-    """float [0,1] matte at work size -> uint8 (255 = person) at frame size.
+    """float [0,1] matte at working resolution -> uint8 (255 = person) at frame size.
 
     Quantised at the small size first so the full-size step is a cheap uint8 resize.
     """
     small = cv2.convertScaleAbs(alpha, alpha=255.0)
     return cv2.resize(small, (width, height), dst=dst, interpolation=cv2.INTER_LINEAR)
-
-
-def color_posterior(bgr: np.ndarray, alpha: np.ndarray, bins: int = 16) -> np.ndarray:
-    fg = cv2.compare(alpha, 0.9, cv2.CMP_GT)
-    bg = cv2.compare(alpha, 0.1, cv2.CMP_LT)
-    ranges = [0, 256, 0, 256, 0, 256]
-    hf = cv2.calcHist([bgr], [0, 1, 2], fg, [bins] * 3, ranges)
-    hb = cv2.calcHist([bgr], [0, 1, 2], bg, [bins] * 3, ranges)
-    hf /= max(1.0, float(hf.sum()))
-    hb /= max(1.0, float(hb.sum()))
-    post = (hf + 1e-4) / (hf + hb + 2e-4)
-    out = cv2.calcBackProject([bgr.astype(np.float32)], [0, 1, 2], post, ranges, 1.0)
-    return out

@@ -34,6 +34,9 @@ PLACEHOLDER_FPS = 5.0
 # On-demand camera: how long nobody must watch before the camera (and its LED)
 # goes off; long enough that an app re-opening the device does not flap it.
 ON_DEMAND_GRACE_S = 2.0
+# On stop, how long a model still loading may take to finish so it can be
+# released properly (native code must not be torn down mid-load).
+CLOSE_WAIT_S = 5.0
 
 
 class PrivacyState:
@@ -95,21 +98,37 @@ class SegmenterLoader:
     def __init__(self, config: SegmenterConfig, factory: Callable[[SegmenterConfig], Segmenter]) -> None:
         self.segmenter: Segmenter | None = None
         self.error: PrivacyCamError | None = None
+        self._lock = threading.Lock()
+        self._abandoned = False
         self._thread = threading.Thread(target=self._load, args=(config, factory), name="model-load", daemon=True)
         self._thread.start()
 
     def _load(self, config: SegmenterConfig, factory: Callable[[SegmenterConfig], Segmenter]) -> None:
         started = time.perf_counter()
         try:
-            self.segmenter = factory(config)
+            segmenter = factory(config)
         except PrivacyCamError as exc:
             self.error = exc
             return
-        log.info("segmenter %s ready in %.0f ms", self.segmenter.name, (time.perf_counter() - started) * 1000)
+        with self._lock:
+            if self._abandoned:  # the pipeline stopped while we loaded
+                segmenter.close()
+                return
+            self.segmenter = segmenter
+        log.info("segmenter %s ready in %.0f ms", segmenter.name, (time.perf_counter() - started) * 1000)
 
     def wait(self, timeout: float | None = None) -> bool:
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    def close(self, timeout: float = CLOSE_WAIT_S) -> None:
+        """Release the model, also one still loading (given a moment to finish)."""
+        with self._lock:
+            self._abandoned = True
+            segmenter, self.segmenter = self.segmenter, None
+        if segmenter is not None:
+            segmenter.close()
+        self.wait(timeout)
 
 
 def placeholder_image(width: int, height: int, color_rgb: tuple[int, int, int], text: str) -> np.ndarray:
@@ -149,6 +168,7 @@ class Pipeline:
         self._compositor = Compositor(config.background)  # first: a bad background image fails before a model loads
         self._loader = SegmenterLoader(config.segmenter, segmenter_factory)
         self._matter: Matter | None = None
+        self._next_loader: SegmenterLoader | None = None  # a new model loading after a reload
         self._fitted: np.ndarray | None = None
         self._pending_config: Config | None = None
         self._failing_since: int | None = None
@@ -305,6 +325,7 @@ class Pipeline:
             self._matter.reset()  # a new scene after the pause: no stale temporal state
 
     def _check_loader(self) -> None:
+        self._check_next_loader()
         if self._matter is None and self._loader.segmenter is not None:
             self._matter = Matter(self._loader.segmenter, self.config.mask)
             self.status.segmenter = self._loader.segmenter.name
@@ -320,10 +341,12 @@ class Pipeline:
         if config.background != old.background:
             self._compositor = Compositor(config.background)
         if config.segmenter != old.segmenter:
+            # The running model keeps masking until the new one is ready; a new one
+            # that fails to load is reported and dropped.
             log.info("loading new segmenter %s", config.segmenter.backend)
-            self._close_matter()
-            self.status.segmenter = "loading"
-            self._loader = SegmenterLoader(config.segmenter, self._segmenter_factory)
+            if self._next_loader is not None:
+                self._next_loader.close(timeout=0)
+            self._next_loader = SegmenterLoader(config.segmenter, self._segmenter_factory)
         elif config.mask != old.mask and self._matter is not None:
             self._matter = Matter(self._matter.segmenter, config.mask)
         log.info("configuration reloaded")
@@ -342,16 +365,23 @@ class Pipeline:
             log.info("masking frames again after %d fully hidden ones", self.status.frames_in - self._failing_since)
             self._failing_since = None
 
-    def _close_matter(self) -> None:
-        self._last_alpha = None
-        matter, self._matter = self._matter, None
-        if matter is not None:
-            matter.close()
+    def _check_next_loader(self) -> None:
+        next_loader = self._next_loader
+        if next_loader is None:
+            return
+        if next_loader.error is not None:
+            log.error("new segmenter rejected, keeping the running one: %s", next_loader.error.message)
+            self._next_loader = None
+        elif next_loader.segmenter is not None:
+            self._loader.close(timeout=0)
+            self._loader, self._next_loader = next_loader, None
+            self._matter, self._last_alpha = None, None  # rebuilt from the new loader right away
 
     def _close(self) -> None:
         self._matter = None
-        if self._loader.segmenter is not None:
-            self._loader.segmenter.close()
+        if self._next_loader is not None:
+            self._next_loader.close()
+        self._loader.close()
         self.feed.close()
         self.sink.close()
 

@@ -1,10 +1,10 @@
-"""Region of interest: where to point the segmenter next frame.
+"""Region of interest: where to point the segmenter next.
 
 The selfie models see their whole input at 256x256 (or 256x144). A person who
-fills 5 % of a 480p frame is then ~20 px wide to the network, too small for
-clean edges. `RoiTracker` remembers where the people were in the last matte,
-predicts where they will be (constant velocity), and proposes a crop with a
-margin, in the model's aspect ratio so the person is not stretched. A full-frame
+fills 5 % of a 16:9 frame is squeezed to a few dozen pixels, too few for clean
+edges. `RoiTracker` remembers where the people were in the last matte, predicts
+where they will be (damped constant velocity), and proposes a crop around them
+with a margin, in the model's aspect ratio so nobody is stretched. A full-frame
 pass runs periodically, and whenever the crop lost everyone, to find people who
 enter. When the people fill a large part of the frame (a webcam user close to
 the camera) the crop becomes the whole frame, so nobody is cropped.
@@ -14,10 +14,24 @@ All boxes are in matte ("work") pixels; the caller maps them to the frame.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+# People are found on a copy of the matte this many times smaller: connected
+# components cost ~1 ms at 427x240 but ~0.1 ms at 107x60, and a box 4 work
+# pixels too large is absorbed by the margin.
+TRACK_DOWNSCALE = 4
+# A blob's velocity is damped before it moves the next crop: constant-velocity
+# prediction overshoots when someone stops, and the margin covers the rest.
+VELOCITY_DAMPING = 0.7
+# People whose box reaches within one tracking pixel of a crop side that is not
+# the frame's edge were probably cut by the crop; that side then gets
+# EDGE_GROWTH of the people's size as extra room next frame.
+EDGE_TOUCH_PX = TRACK_DOWNSCALE
+EDGE_GROWTH = 0.25
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,11 @@ class Box:
     def center(self) -> tuple[float, float]:
         return (self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2
 
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        """numpy index of this box: array[box.slices]."""
+        return slice(self.y0, self.y1), slice(self.x0, self.x1)
+
     def union(self, other: Box) -> Box:
         return Box(min(self.x0, other.x0), min(self.y0, other.y0), max(self.x1, other.x1), max(self.y1, other.y1))
 
@@ -48,60 +67,111 @@ class Box:
         return Box(round(self.x0 + dx), round(self.y0 + dy), round(self.x1 + dx), round(self.y1 + dy))
 
     def scaled(self, sx: float, sy: float) -> Box:
-        """The same region in another pixel grid (e.g. matte -> frame)."""
-        return Box(round(self.x0 * sx), round(self.y0 * sy), round(self.x1 * sx), round(self.y1 * sy))
+        """The same region in another pixel grid, rounded outwards."""
+        return Box(
+            math.floor(self.x0 * sx), math.floor(self.y0 * sy), math.ceil(self.x1 * sx), math.ceil(self.y1 * sy)
+        )
+
+    def clipped(self, width: int, height: int) -> Box:
+        return Box(max(0, self.x0), max(0, self.y0), min(width, self.x1), min(height, self.y1))
 
 
 @dataclass(frozen=True)
 class RoiSettings:
-    margin: float  # extra context on each side, as a fraction of the people's larger side
+    margin: float  # context on each side, as a fraction of the people's larger side
     full_frame_every: int  # frames between full-frame passes that look for people entering
-    whole_frame_above: float  # a crop covering this share of the frame area becomes the frame
-    min_height: float  # smallest crop, as a share of the frame height (the model needs context)
+    whole_frame_above: float  # a crop covering this share of the frame area becomes the whole frame
     min_area: float  # smallest blob that counts as a person, as a share of the frame area
+    model_aspect: float  # width / height of the model input; crops keep it
 
 
 @dataclass(frozen=True)
 class RoiPlan:
     box: Box  # where to segment, in work pixels
     whole_frame: bool  # box is the whole frame
-    full_pass: bool  # also segment the whole frame (to find people outside the box)
-
-
-# A blob's velocity is damped before it widens the next crop: constant-velocity
-# prediction overshoots when someone stops, and the margin covers the rest.
-VELOCITY_DAMPING = 0.7
+    full_pass: bool  # also look at the whole frame for people outside the box
 
 
 class RoiTracker:
-    """Proposes the next crop from the last matte; one instance per video stream."""
+    """Proposes the next crop from the last matte; one instance per video stream and size."""
 
-    def __init__(self, work_size: tuple[int, int], model_aspect: float, settings: RoiSettings) -> None:
+    def __init__(self, work_size: tuple[int, int], settings: RoiSettings) -> None:
         self.work_width, self.work_height = work_size
-        self.model_aspect = model_aspect  # width / height of the model input
         self.settings = settings
-        self._frame = Box(0, 0, self.work_width, self.work_height)
-        self._people: Box | None = None
-        self._velocity = (0.0, 0.0)
-        self._since_full = 0
-        self._labels = np.empty((self.work_height, self.work_width), np.int32)
+        self.frame = Box(0, 0, self.work_width, self.work_height)
+        track_w = max(1, round(self.work_width / TRACK_DOWNSCALE))
+        track_h = max(1, round(self.work_height / TRACK_DOWNSCALE))
+        self._track_size = (track_w, track_h)
+        self._to_work = (self.work_width / track_w, self.work_height / track_h)
+        self._small = np.empty((track_h, track_w), np.float32)
+        self._small_u8 = np.empty((track_h, track_w), np.uint8)
+        self._labels = np.empty((track_h, track_w), np.int32)
+        self._min_pixels = max(1.0, settings.min_area * track_w * track_h)
+        self.reset()
 
     def reset(self) -> None:
-        self._people = None
+        self._people: Box | None = None
         self._velocity = (0.0, 0.0)
+        self._grow = (0.0, 0.0, 0.0, 0.0)  # extra room left, top, right, bottom
         self._since_full = 0
+
+    @property
+    def tracking(self) -> bool:
+        return self._people is not None
 
     def plan(self) -> RoiPlan:
         if self._people is None:
-            return RoiPlan(self._frame, whole_frame=True, full_pass=True)
-        box = self._crop_around(self._people)
-        whole = box == self._frame
+            return RoiPlan(self.frame, whole_frame=True, full_pass=True)
+        dx, dy = self._velocity
+        box = self.crop_for(self._people.union(self._people.shifted(dx, dy)), self._grow)
+        whole = box == self.frame
         full = whole or self._since_full + 1 >= self.settings.full_frame_every
         return RoiPlan(box, whole_frame=whole, full_pass=full)
 
-    def observe(self, person_u8: np.ndarray, plan: RoiPlan, found: Box | None = None) -> None:
-        """Take the new matte (uint8, nonzero = person) at work size, and where a full pass found people."""
-        people = self._people_box(person_u8)
+    def crop_for(self, people: Box, grow: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)) -> Box:
+        """The crop for people in `people`: margin, model aspect, inside the frame, or the whole frame."""
+        size = max(people.width, people.height)
+        margin = self.settings.margin * size
+        left, top, right, bottom = (margin + g * size for g in grow)
+        x0, y0 = people.x0 - left, people.y0 - top
+        x1, y1 = people.x1 + right, people.y1 + bottom
+        width, height = min(x1 - x0, self.work_width), min(y1 - y0, self.work_height)
+        aspect = self.settings.model_aspect
+        width, height = max(width, height * aspect), max(height, width / aspect)
+        width, height = min(width, self.work_width), min(height, self.work_height)
+        if width * height >= self.settings.whole_frame_above * self.work_width * self.work_height:
+            return self.frame
+        return _placed((x0 + x1) / 2, (y0 + y1) / 2, round(width), round(height), self.work_width, self.work_height)
+
+    def people_in(self, matte: np.ndarray, threshold: float = 0.5, exclude: Box | None = None) -> Box | None:
+        """Bounding box (work pixels) of every person-sized blob of matte >= threshold, or None.
+
+        `exclude`: a region of the matte to ignore (e.g. the crop already segmented).
+        """
+        cv2.resize(matte, self._track_size, dst=self._small, interpolation=cv2.INTER_AREA)
+        cv2.compare(self._small, threshold, cv2.CMP_GE, dst=self._small_u8)
+        if exclude is not None:
+            inner = Box(
+                math.ceil(exclude.x0 / self._to_work[0]),
+                math.ceil(exclude.y0 / self._to_work[1]),
+                math.floor(exclude.x1 / self._to_work[0]),
+                math.floor(exclude.y1 / self._to_work[1]),
+            )
+            self._small_u8[inner.slices] = 0
+        count, _, stats, _ = cv2.connectedComponentsWithStats(self._small_u8, self._labels, 8, cv2.CV_32S)
+        found = None
+        for x, y, w, h, area in stats[1:count]:  # one row per blob, a handful
+            if area < self._min_pixels:
+                continue
+            blob = Box(int(x), int(y), int(x + w), int(y + h))
+            found = blob if found is None else found.union(blob)
+        if found is None:
+            return None
+        return found.scaled(*self._to_work).clipped(self.work_width, self.work_height)
+
+    def observe(self, matte: np.ndarray, plan: RoiPlan, found: Box | None = None) -> None:
+        """Take this frame's matte (float, work size) and any people a full pass found outside the crop."""
+        people = self.people_in(matte)
         if found is not None:
             people = found if people is None else people.union(found)
         self._since_full = 0 if plan.full_pass else self._since_full + 1
@@ -110,42 +180,18 @@ class RoiTracker:
         else:
             (cx, cy), (px, py) = people.center, self._people.center
             self._velocity = (VELOCITY_DAMPING * (cx - px), VELOCITY_DAMPING * (cy - py))
+        self._grow = _edges_touched(people, plan.box, self.frame) if people is not None else (0.0, 0.0, 0.0, 0.0)
         self._people = people
 
-    def lost(self, person_u8: np.ndarray) -> bool:
-        """No person-sized blob in this matte: time for a full-frame look."""
-        return self._people_box(person_u8) is None
 
-    def people_box(self, person_u8: np.ndarray) -> Box | None:
-        return self._people_box(person_u8)
-
-    def _people_box(self, person_u8: np.ndarray) -> Box | None:
-        labels = self._labels[: person_u8.shape[0], : person_u8.shape[1]]
-        count, _, stats, _ = cv2.connectedComponentsWithStats(person_u8, labels, 8, cv2.CV_32S)
-        min_pixels = self.settings.min_area * self.work_width * self.work_height
-        box = None
-        for index in range(1, count):  # a handful of blobs, not pixels
-            x, y, w, h, area = (int(v) for v in stats[index])
-            if area < min_pixels:
-                continue
-            blob = Box(x, y, x + w, y + h)
-            box = blob if box is None else box.union(blob)
-        return box
-
-    def _crop_around(self, people: Box) -> Box:
-        dx, dy = self._velocity
-        box = people.union(people.shifted(dx, dy))
-        margin = self.settings.margin * max(box.width, box.height)
-        width = min(box.width + 2 * margin, self.work_width)
-        height = min(max(box.height + 2 * margin, self.settings.min_height * self.work_height), self.work_height)
-        if self.model_aspect > 0:
-            # the model's aspect ratio, so the crop is resized without stretching the person
-            width, height = max(width, height * self.model_aspect), max(height, width / self.model_aspect)
-            width, height = min(width, self.work_width), min(height, self.work_height)
-        if width * height >= self.settings.whole_frame_above * self.work_width * self.work_height:
-            return self._frame
-        cx, cy = box.center
-        return _placed(cx, cy, round(width), round(height), self.work_width, self.work_height)
+def _edges_touched(people: Box, crop: Box, frame: Box) -> tuple[float, float, float, float]:
+    """EDGE_GROWTH for each crop side (left, top, right, bottom) the people reach, unless it is the frame's edge."""
+    return (
+        EDGE_GROWTH if crop.x0 > frame.x0 and people.x0 - crop.x0 <= EDGE_TOUCH_PX else 0.0,
+        EDGE_GROWTH if crop.y0 > frame.y0 and people.y0 - crop.y0 <= EDGE_TOUCH_PX else 0.0,
+        EDGE_GROWTH if crop.x1 < frame.x1 and crop.x1 - people.x1 <= EDGE_TOUCH_PX else 0.0,
+        EDGE_GROWTH if crop.y1 < frame.y1 and crop.y1 - people.y1 <= EDGE_TOUCH_PX else 0.0,
+    )
 
 
 def _placed(cx: float, cy: float, width: int, height: int, frame_w: int, frame_h: int) -> Box:

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from privacycam.segmenters.background_worker import BackgroundSegmenter, FlowWarper, NoMaskYet
+from privacycam.segmenters.background_worker import BackgroundSegmenter, FlowWarper, NoMaskYet, synchronous
 
 H, W = 72, 128
 
@@ -162,6 +162,19 @@ def test_close_stops_the_worker_and_closes_the_model() -> None:
     assert inner.closed.wait(1.0)  # ... and the model is closed once it finishes
     with pytest.raises(NoMaskYet, match="closed"):
         seg.segment(frame(1), 1)
+
+
+def test_unwrapped_for_offline_use_without_a_thread() -> None:
+    inner = SlowSegmenter(0.0)
+    inner.selects_people = True
+    seg = BackgroundSegmenter(inner)
+    assert seg.asynchronous and seg.selects_people
+    assert synchronous(seg) is inner and synchronous(inner) is inner
+    threads = threading.active_count()
+    assert synchronous(seg).segment(frame(40), 0)[0, 0] == pytest.approx(40 / 255)
+    assert threading.active_count() == threads  # no worker was started
+    seg.close()
+    assert inner.closed.is_set()
 
 
 def textured_scene(shift: int) -> tuple[np.ndarray, np.ndarray]:

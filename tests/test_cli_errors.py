@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import REPO, cli_env, first_frames, run_cli
 
 
@@ -44,7 +43,13 @@ def test_unknown_model_name(tmp_path):
 def test_missing_model_file(tmp_path):
     # Frames flow (fully hidden) while the model loads; the failed load then ends the run.
     result = run_cli(
-        "run", "--input", "synthetic", "--output", str(tmp_path / "out"), "--frames", "900",
+        "run",
+        "--input",
+        "synthetic",
+        "--output",
+        str(tmp_path / "out"),
+        "--frames",
+        "900",
         env=cli_env(PRIVACYCAM_MODEL_DIR=str(tmp_path / "no-models")),
     )
     _assert_one_clear_line(result, 2, "is missing", "privacycam models install")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
 from conftest import first_frames, laplacian_variance, read_gray, run_cli, sequence
 
 FRAMES = 12
@@ -91,7 +90,10 @@ def test_background_replacement_with_image_and_color(tmp_path):
     background = np.zeros((300, 400, 3), np.uint8)
     background[:] = (255, 0, 0)  # blue in BGR
     cv2.imwrite(str(tmp_path / "bg.png"), background)
-    for mode, extra, expected_bgr in (("image", "image: bg.png", (255, 0, 0)), ("color", "color: [0, 255, 0]", (0, 255, 0))):
+    for mode, extra, expected_bgr in (
+        ("image", "image: bg.png", (255, 0, 0)),
+        ("color", "color: [0, 255, 0]", (0, 255, 0)),
+    ):
         config = tmp_path / f"{mode}.yaml"
         config.write_text(f"background: {{mode: {mode}, {extra}}}\n")
         out = tmp_path / f"out-{mode}"

@@ -76,6 +76,16 @@ def test_backend_segments_a_real_frame(backend: str) -> None:
     assert np.isfinite(mask).all() and mask.min() >= 0.0 and mask.max() <= 1.0
 
 
+def test_only_mask_rcnn_picks_the_user_itself() -> None:
+    deeplab = make_segmenter(
+        "deeplabv3_mobilenet_v3_large", build_model("deeplabv3_mobilenet_v3_large"), CPU, people="user"
+    )
+    detector_model = build_model("maskrcnn_resnet50_fpn", input_size=SMALL)
+    everyone = make_segmenter("maskrcnn_resnet50_fpn", detector_model, CPU, input_size=SMALL)
+    user = make_segmenter("maskrcnn_resnet50_fpn", detector_model, CPU, people="user", input_size=SMALL)
+    assert not deeplab.selects_people and not everyone.selects_people and user.selects_people
+
+
 def test_person_probability_is_the_softmax_of_voc_person() -> None:
     logits = torch.zeros(1, 21, 4, 6)
     logits[0, VOC_PERSON, :, :3] = 10.0  # person on the left half

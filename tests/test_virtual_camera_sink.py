@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 import pyvirtualcam
-
 from conftest import first_frames, laplacian_variance, read_gray, sequence
+
 from privacycam.config import Config, OutputConfig
 from privacycam.errors import SinkError
 from privacycam.pipeline import Pipeline, PrivacyState

@@ -82,6 +82,17 @@ class ControlServer:
         except (ValueError, UnicodeDecodeError, TimeoutError) as exc:
             answer = {"ok": False, "error": str(exc) or type(exc).__name__}
         _reply(connection, answer)
+        _drain(connection)
+
+
+def _drain(connection: socket.socket) -> None:
+    """Swallow what an oversized request left unread, so closing does not reset the reply away."""
+    connection.shutdown(socket.SHUT_WR)
+    connection.settimeout(0.2)
+    with contextlib.suppress(OSError):
+        for _ in range(64):
+            if not connection.recv(MAX_REQUEST_BYTES):
+                break
 
 
 def _read_request(connection: socket.socket) -> object:

@@ -10,6 +10,12 @@ On the DAVIS clips in shared/data, with a 4-frame lag, that raises the mask's
 IoU with the truth from 0.45 to 0.61 and halves the background shown sharp
 (1.8% -> 1.0% of the frame), for about 1.3 ms per frame.
 
+Every frame must get its own mask offline (`privacycam matte`, a file run that
+waits for the model): use `synchronous(segmenter)` there, which unwraps it.
+A caller that segments several crops of one frame (region of interest, tiles)
+must not do so through this wrapper: it cannot tell which crop a finished mask
+belongs to. Check `segmenter.asynchronous` and segment the whole frame once.
+
 Fail closed: before the first mask, after an inference error, or when the last
 mask is older than `max_age_s` (the model hangs, or the camera was paused) the
 call raises (`NoMaskYet`, or the model's own error once), which the pipeline
@@ -93,6 +99,8 @@ class FlowWarper:
 class BackgroundSegmenter:
     """A Segmenter that wraps a slow one: answers at once with the latest (carried-forward) mask."""
 
+    asynchronous = True
+
     def __init__(
         self,
         inner: Segmenter,
@@ -104,6 +112,7 @@ class BackgroundSegmenter:
         self.inner = inner
         self.name = f"{inner.name} (async)"
         self.input_size = inner.input_size
+        self.selects_people = bool(getattr(inner, "selects_people", False))
         self.max_age_s = max_age_s
         self.join_timeout_s = join_timeout_s
         # How long the inner segmenter took for its last mask (segment() itself is quick).
@@ -114,8 +123,8 @@ class BackgroundSegmenter:
         self._result: _Result | None = None
         self._error: Exception | None = None
         self._closing = False
-        self._thread = threading.Thread(target=self._run, name=f"segmenter:{inner.name}", daemon=True)
-        self._thread.start()
+        # Started by the first frame, so a wrapper that is unwrapped (`synchronous`) costs no thread.
+        self._thread: threading.Thread | None = None
 
     def segment(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
         # A copy: the caller reuses its buffer for the next frame while the worker reads this one.
@@ -125,6 +134,9 @@ class BackgroundSegmenter:
                 raise NoMaskYet("the segmenter is closed")
             self._job = job
             self._cond.notify()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=f"segmenter:{self.inner.name}", daemon=True)
+                self._thread.start()
             error, self._error = self._error, None
             result = self._result
         if error is not None:
@@ -140,8 +152,12 @@ class BackgroundSegmenter:
             self._closing = True
             self._job = None
             self._cond.notify_all()
-        self._thread.join(self.join_timeout_s)
-        if self._thread.is_alive():
+            thread = self._thread
+        if thread is None:
+            self.inner.close()
+            return
+        thread.join(self.join_timeout_s)
+        if thread.is_alive():
             log.warning(
                 "%s still busy after %.1f s; it is closed when it finishes", self.inner.name, self.join_timeout_s
             )
@@ -184,3 +200,11 @@ class BackgroundSegmenter:
         self.last_inference_ms = (time.perf_counter() - started) * 1000
         with self._cond:
             self._result = _Result(mask, gray, job.submitted)
+
+
+def synchronous(segmenter: Segmenter) -> Segmenter:
+    """The model itself, without the background thread: for offline runs where each frame must get its own mask.
+
+    Call it before the first frame; close what it returns.
+    """
+    return segmenter.inner if isinstance(segmenter, BackgroundSegmenter) else segmenter

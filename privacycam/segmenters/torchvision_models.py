@@ -11,7 +11,9 @@ on a laptop CPU while a person at webcam distance stays well resolved:
 
 Person confidence: DeepLab's softmax probability of VOC class 15; Mask R-CNN's
 mask probability of COCO label 1 instances scoring >= SCORE_THRESHOLD (the
-pixelwise maximum over them, or only the user's with `people: user`).
+pixelwise maximum over them). With `people: user` Mask R-CNN keeps only the
+user's instance itself (`selects_people` is True); DeepLab's mask is left to the
+mask pipeline's `people.keep_main_person`, like any other backend's.
 
 Weights: `segmenter.weights_path` (a state_dict file), else torchvision's
 DEFAULT weights from the torch hub cache (`torch.hub.get_dir()/checkpoints`),
@@ -38,7 +40,7 @@ from privacycam.config import SegmenterConfig
 from privacycam.errors import ModelError
 from privacycam.segmenters.background_worker import BackgroundSegmenter
 from privacycam.segmenters.base import Segmenter
-from privacycam.segmenters.people import MainPersonState, keep_main_person, select_main_instance
+from privacycam.segmenters.people import MainPersonState, select_main_instance
 
 if TYPE_CHECKING:
     import torch
@@ -184,7 +186,7 @@ def build_model(
 
 def load_weights(model: torch.nn.Module, path: Path, backend: str) -> None:
     torch = import_torch()
-    fix = f"give segmenter.weights_path a torchvision {backend} state_dict (.pth), or remove it to use the default"
+    fix = f"replace {path} with a torchvision {backend} state_dict (.pth), or point segmenter.weights_path at one"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch.load raises many kinds for a bad file
@@ -244,13 +246,15 @@ def alpha_from_detections(
 
 
 class DeepLabSegmenter:
+    selects_people = False
+
     def __init__(
         self,
         model: torch.nn.Module,
         name: str,
         input_size: tuple[int, int],
         device: torch.device,
-        people: str = "all",
+        people: str = "all",  # the mask pipeline picks the user from this backend's mask
     ) -> None:
         torch = import_torch()
         self._torch = torch
@@ -264,7 +268,6 @@ class DeepLabSegmenter:
         std = torch.tensor(STD, dtype=torch.float32)
         self._scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1).to(device, self._dtype)
         self._shift = (-torch.tensor(MEAN) / std).view(1, 3, 1, 1).to(device, self._dtype)
-        self._people = MainPersonState() if people == "user" else None
 
     def segment(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
         torch = self._torch
@@ -272,8 +275,7 @@ class DeepLabSegmenter:
             # HWC uint8 permuted to NCHW is already channels_last in memory: no copy.
             image = torch.from_numpy(np.ascontiguousarray(rgb)).to(self._device).permute(2, 0, 1).unsqueeze(0)
             batch = image.to(self._dtype) * self._scale + self._shift
-            alpha = person_probability(self._model(batch)["out"])
-        return keep_main_person(alpha, self._people) if self._people is not None else alpha
+            return person_probability(self._model(batch)["out"])
 
     def close(self) -> None:
         self._model = None
@@ -298,6 +300,7 @@ class MaskRCNNSegmenter:
         self._autocast = device.type == "cuda"
         self._model = model.eval().to(device)
         self._people = MainPersonState() if people == "user" else None
+        self.selects_people = self._people is not None
 
     def segment(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
         torch = self._torch

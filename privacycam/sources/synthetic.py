@@ -1,8 +1,9 @@
 """A built-in source that needs no files or camera: a moving figure over a textured room.
 
 Used by `privacycam bench` and the demo when nothing else is there. The room is
-drawn once; each frame copies it into one of a few reused buffers and draws the
-figure, about the work of a camera driver handing over a frame.
+drawn once; each frame is a fresh copy with the figure drawn in, like a camera
+driver handing over a new buffer (a reused ring would be overwritten by the
+capture thread while a slow consumer still holds the frame).
 """
 
 from __future__ import annotations
@@ -12,9 +13,6 @@ import numpy as np
 
 from privacycam.sources.base import Frame
 
-# Buffers in rotation: the pipeline may still hold the previous frame (and the
-# capture thread the next one) while a new one is drawn.
-RING = 3
 SWAY_PERIOD = 90  # frames for the figure to sway left and back
 
 
@@ -44,16 +42,14 @@ class SyntheticSource:
         self.size = (width, height)
         self.fps = fps
         self._room = draw_room(width, height)
-        self._ring = [np.empty_like(self._room) for _ in range(RING)]
         self._index = 0
 
     def read(self) -> Frame | None:
-        image = self._ring[self._index % RING]
-        np.copyto(image, self._room)
+        image = self._room.copy()
         draw_figure(image, self._index)
         frame = Frame(image, self._index, f"{self._index:05d}")
         self._index += 1
         return frame
 
     def close(self) -> None:
-        self._ring = []
+        pass

@@ -61,6 +61,11 @@ FAR_MIN_MAD = 5.0  # far background really changed
 PASS_MAX_MAD = 4.0  # pass-through: whole frame this close to the input
 PASS_MIN_LAP_RATIO = 0.8  # pass-through: background as sharp as the input
 FPS_TOLERANCE = 0.5  # measured fps within +-50 % of the configured one (2 shared cores, TCG)
+# Under qemu's TCG emulation the segmentation network runs ~1 fps (emulated
+# AVX), so with --emulated the privacy-on rate is only required not to stall;
+# the configured rate is then checked with privacy off (camera -> loopback ->
+# app, no network). Without --emulated both rates must be near the configured one.
+EMULATED_MIN_FPS = 0.3
 OUTPUT_FORMATS = {"YUYV", "YU12", "NV12", "UYVY"}  # formats browsers/conferencing apps take
 
 t0 = time.monotonic()
@@ -336,9 +341,33 @@ class Tester:
         return d
 
     def wait_ready(self, d: Daemon, timeout: float) -> dict | None:
-        """The daemon's first status answer, or None if it exited or did not answer."""
-        got = wait_until(lambda: d.proc.poll() is not None or self.status(), timeout, interval=1.0)
+        """The daemon's first full status (it answers {"starting": true} before its
+        pipeline exists), or None if it exited or did not get there in time."""
+
+        def ready():
+            return d.proc.poll() is not None or ((s := self.status()) and not s.get("starting") and s)
+
+        got = wait_until(ready, timeout, interval=1.0)
         return got if isinstance(got, dict) else None
+
+    def check_fps(self, reader: Reader, what: str, strict: bool) -> None:
+        """Frames the app receives per second over --fps-window seconds."""
+        seq, t = reader.seq, time.monotonic()
+        time.sleep(self.a.fps_window)
+        fps = (reader.seq - seq) / (time.monotonic() - t)
+        self.c.note(f"fps received, {what}", round(fps, 2))
+        if strict:
+            self.c.check(
+                f"{what}: OpenCV receives frames near {self.fps} fps (+-{FPS_TOLERANCE:.0%})",
+                abs(fps - self.fps) <= FPS_TOLERANCE * self.fps,
+                f"{fps:.1f} fps over {self.a.fps_window}s",
+            )
+        else:
+            self.c.check(
+                f"{what}: frames keep coming under emulation (>= {EMULATED_MIN_FPS} fps)",
+                fps >= EMULATED_MIN_FPS,
+                f"{fps:.1f} fps over {self.a.fps_window}s (TCG: not a speed test)",
+            )
 
     def judge_blurred(self, frame: np.ndarray) -> tuple[bool, dict]:
         m = self.scene.measure(frame)
@@ -533,14 +562,7 @@ class Tester:
             s or self.status(),
         )
 
-        start_seq, start_t = reader.seq, time.monotonic()
-        time.sleep(self.a.fps_window)
-        fps = (reader.seq - start_seq) / (time.monotonic() - start_t)
-        self.c.check(
-            f"OpenCV receives frames near {self.fps} fps (+-{FPS_TOLERANCE:.0%})",
-            abs(fps - self.fps) <= FPS_TOLERANCE * self.fps,
-            f"{fps:.1f} fps over {self.a.fps_window}s",
-        )
+        self.check_fps(reader, "privacy on", strict=not self.a.emulated)
 
         got = reader.next(reader.seq - 1, 10)
         if got:
@@ -579,6 +601,8 @@ class Tester:
         (self.out / "ffmpeg-read.log").write_text(err)
         stream = re.search(r"Stream #0:0.*?Video: (.*)", err)
         self.c.note("ffmpeg input stream", stream.group(1).strip() if stream else None)
+        if stream and (rate := re.search(r", ([\d.]+) fps", stream.group(1))):
+            self.c.note("frame rate the device advertises", f"{rate.group(1)} (configured {self.fps})")
         n = len(p.stdout) // (self.w * self.h * 3)
         if not self.c.check(
             "ffmpeg -f v4l2 reads PrivacyCam",
@@ -635,6 +659,7 @@ class Tester:
         self.switch(reader, "`privacycam off`", lambda: self.privacycam("off"), "pass-through")
         self.save("privacy-off-compare.png", self.scene.side_by_side(reader.frame))
         privacy_is(False)
+        self.check_fps(reader, "privacy off", strict=True)
         self.switch(reader, "`privacycam on`", lambda: self.privacycam("on"), "blurred")
         privacy_is(True)
         self.switch(reader, "`privacycam toggle` (on->off)", lambda: self.privacycam("toggle"), "pass-through")
@@ -774,6 +799,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds for the daemon to answer / the first real frame (model load under TCG is slow)",
     )
     ap.add_argument("--fps-window", type=float, default=6.0, help="seconds of frames for the fps measurement")
+    ap.add_argument(
+        "--emulated",
+        action="store_true",
+        help="running under qemu TCG: privacy-on fps must only not stall (see EMULATED_MIN_FPS)",
+    )
     return ap.parse_args(argv)
 
 

@@ -125,7 +125,8 @@ def test_privacycam_end_to_end(image, pytestconfig):
         if old.is_file():
             old.unlink()
     exports = "".join(f"export {k}={shlex.quote(os.environ[k])}\n" for k in PASSED_ENV if os.environ.get(k))
-    script = f"{exports}exec {shlex.quote(sys.executable)} {shlex.quote(str(HERE / 'guest_e2e.py'))} --out {share}"
+    guest_test = shlex.join([sys.executable, str(HERE / "guest_e2e.py"), "--emulated", "--out", str(share)])
+    script = f"{exports}exec {guest_test}"
     with _uncaptured(pytestconfig):
         vmimage.log(f"booting the guest for the PrivacyCam e2e test (results in {share})")
         res = vmimage.run_guest(image, script, share, timeout=E2E_TIMEOUT_S, echo=True)
