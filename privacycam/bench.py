@@ -133,7 +133,7 @@ def bench_command(args: argparse.Namespace) -> int:
     pipeline = Pipeline(config, feed, sink, (width, height), PrivacyState(True), live=True)
     sink.pipeline = pipeline
     print(
-        f"bench: {width}x{height}, {args.frames} frames, {'%.0f fps paced' % args.fps if args.fps else 'unpaced'}",
+        f"bench: {width}x{height}, {args.frames} frames, {f'{args.fps:.0f} fps paced' if args.fps else 'unpaced'}",
         file=sys.stderr,
     )
     pipeline.run()
