@@ -16,10 +16,12 @@ from privacycam.config import BackgroundConfig
 from privacycam.errors import ConfigError
 from privacycam.mask import upsample_alpha
 
-# The background blur runs on a copy this many times smaller than the frame:
-# a Gaussian of sigma s at full size looks the same as sigma s/4 at quarter size
-# once upsampled, for ~1/16 of the work.
-BLUR_DOWNSCALE = 4
+# The background blur runs on a smaller copy: a Gaussian of sigma s at full size
+# looks the same as sigma s/k at 1/k size once upsampled, for ~1/k^2 of the work.
+# k is chosen so the small sigma is about this many pixels: large enough that the
+# bilinear upsample shows no blocks, small enough to stay cheap.
+SMALL_BLUR_SIGMA = 3.0
+MAX_BLUR_DOWNSCALE = 8
 # blur_strength is a sigma in pixels of a 720-line frame; other sizes scale it.
 BLUR_REFERENCE_HEIGHT = 720
 # Normalised-convolution floor: where almost no background is near (inside a
@@ -92,11 +94,12 @@ class Compositor:
         self._weighted_bg = np.empty((*shape, 3), np.uint8)
         self._out = np.empty((*shape, 3), np.uint8)
         self._bg_full = np.empty((*shape, 3), np.uint8)
-        small_w = max(8, round(width / BLUR_DOWNSCALE))
-        small_h = max(8, round(height / BLUR_DOWNSCALE))
+        sigma = self.config.blur_strength * height / BLUR_REFERENCE_HEIGHT
+        downscale = int(np.clip(sigma / SMALL_BLUR_SIGMA, 1, MAX_BLUR_DOWNSCALE))
+        small_w = max(8, round(width / downscale))
+        small_h = max(8, round(height / downscale))
         self._small_size = (small_w, small_h)
-        scale = height / BLUR_REFERENCE_HEIGHT / BLUR_DOWNSCALE
-        self._small_sigma = max(0.8, self.config.blur_strength * scale)
+        self._small_sigma = max(0.8, sigma * small_h / height)
         self._small_u8 = np.empty((small_h, small_w, 3), np.uint8)
         self._small = np.empty((small_h, small_w, 3), np.float32)
         self._weight = np.empty((small_h, small_w), np.float32)
