@@ -179,7 +179,9 @@ class Pipeline:
         self._restart_measurements = False
         self._last_alpha: np.ndarray | None = None
         self._frames_since_mask = 0
-        self.idle = False  # on-demand: camera closed because nobody watches
+        # On-demand: camera closed because nobody watches. The daemon starts the feed
+        # paused in that case, so the pipeline starts idle until a reader appears.
+        self.idle = on_demand
         self._last_watched = time.perf_counter()
 
     # -- control (any thread) --------------------------------------------------
@@ -312,9 +314,10 @@ class Pipeline:
         if not self.on_demand:
             return
         now = time.perf_counter()
-        if self.sink.consumer_watching:
+        watching = self.sink.consumer_watching
+        if watching:
             self._last_watched = now
-        idle = now - self._last_watched > ON_DEMAND_GRACE_S
+        idle = not watching and (self.idle or now - self._last_watched > ON_DEMAND_GRACE_S)
         if idle == self.idle:
             return
         self.idle = idle
