@@ -27,6 +27,9 @@ BLUR_REFERENCE_HEIGHT = 720
 # Normalised-convolution floor: where almost no background is near (inside a
 # large person region) fall back to the plain blur instead of dividing by ~0.
 HALO_FREE_FLOOR = 0.02
+# Alpha below this counts as background when finding where to blend; it is
+# under half a grey level once quantised to 8 bits.
+ALPHA_EPSILON = 1.0 / 512
 
 
 def load_background_image(path: Path) -> np.ndarray:
@@ -73,14 +76,17 @@ class Compositor:
         Returns an internal buffer, valid until the next call.
         """
         self._prepare(frame)
-        upsample_alpha(alpha, *self._full_size, dst=self._alpha_u8)
-        background = self._background(frame, alpha)
-        return self._blend(frame, background)
+        self._background(frame, alpha, self._out)
+        box = _person_box(alpha, self._full_size)
+        if box is not None:
+            upsample_alpha(alpha, *self._full_size, dst=self._alpha_u8)
+            self._blend_into_out(frame, box)
+        return self._out
 
     def compose_hidden(self, frame: np.ndarray) -> np.ndarray:
         """Fail-closed frame: background only, the person hidden too."""
         self._prepare(frame)
-        return self._background(frame, None)
+        return self._background(frame, None, self._out)
 
     def _prepare(self, frame: np.ndarray) -> None:
         height, width = frame.shape[:2]
@@ -91,9 +97,7 @@ class Compositor:
         self._alpha_u8 = np.empty(shape, np.uint8)
         self._alpha3 = np.empty((*shape, 3), np.uint8)
         self._weighted_fg = np.empty((*shape, 3), np.uint8)
-        self._weighted_bg = np.empty((*shape, 3), np.uint8)
         self._out = np.empty((*shape, 3), np.uint8)
-        self._bg_full = np.empty((*shape, 3), np.uint8)
         sigma = self.config.blur_strength * height / BLUR_REFERENCE_HEIGHT
         downscale = int(np.clip(sigma / SMALL_BLUR_SIGMA, 1, MAX_BLUR_DOWNSCALE))
         small_w = max(8, round(width / downscale))
@@ -109,9 +113,11 @@ class Compositor:
             self._fixed_bg = np.empty((*shape, 3), np.uint8)
             self._fixed_bg[:] = self.config.color[::-1]  # RGB in the config, BGR in OpenCV
 
-    def _background(self, frame: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    def _background(self, frame: np.ndarray, alpha: np.ndarray | None, out: np.ndarray) -> np.ndarray:
+        """Writes the full-size background into `out` and returns it."""
         if self.config.mode != "blur":
-            return self._fixed_bg
+            np.copyto(out, self._fixed_bg)
+            return out
         cv2.resize(frame, self._small_size, dst=self._small_u8, interpolation=cv2.INTER_AREA)
         np.copyto(self._small, self._small_u8)
         sigma = self._small_sigma
@@ -128,16 +134,35 @@ class Compositor:
             density += HALO_FREE_FLOOR
             blurred = weighted / density[..., None]
         blurred_u8 = cv2.convertScaleAbs(blurred)
-        cv2.resize(blurred_u8, self._full_size, dst=self._bg_full, interpolation=cv2.INTER_LINEAR)
-        return self._bg_full
+        return cv2.resize(blurred_u8, self._full_size, dst=out, interpolation=cv2.INTER_LINEAR)
 
-    def _blend(self, frame: np.ndarray, background: np.ndarray) -> np.ndarray:
-        cv2.cvtColor(self._alpha_u8, cv2.COLOR_GRAY2BGR, dst=self._alpha3)
-        cv2.multiply(frame, self._alpha3, dst=self._weighted_fg, scale=1 / 255)
-        cv2.bitwise_not(self._alpha3, dst=self._alpha3)
-        cv2.multiply(background, self._alpha3, dst=self._weighted_bg, scale=1 / 255)
-        cv2.add(self._weighted_fg, self._weighted_bg, dst=self._out)
-        return self._out
+    def _blend_into_out(self, frame: np.ndarray, box: tuple[slice, slice]) -> None:
+        """out = frame * a + out * (1 - a) inside the person's box; outside it a == 0."""
+        rows, cols = box
+        alpha3 = cv2.cvtColor(self._alpha_u8[rows, cols], cv2.COLOR_GRAY2BGR, dst=self._alpha3[rows, cols])
+        weighted_fg = cv2.multiply(frame[rows, cols], alpha3, dst=self._weighted_fg[rows, cols], scale=1 / 255)
+        cv2.bitwise_not(alpha3, dst=alpha3)
+        out = self._out[rows, cols]
+        cv2.multiply(out, alpha3, dst=out, scale=1 / 255)
+        cv2.add(weighted_fg, out, dst=out)
+
+
+def _person_box(alpha: np.ndarray, full_size: tuple[int, int]) -> tuple[slice, slice] | None:
+    """Full-resolution rows/cols that can hold alpha > 0 (None: no person at all).
+
+    Blending only there makes the blend cost follow the person's size, not the frame's.
+    """
+    x, y, w, h = cv2.boundingRect((alpha > ALPHA_EPSILON).view(np.uint8))
+    if w == 0 or h == 0:
+        return None
+    small_h, small_w = alpha.shape[:2]
+    width, height = full_size
+    # One small pixel of margin: bilinear upsampling spreads each value into its neighbours.
+    x0 = max(0, (x - 1) * width // small_w)
+    x1 = min(width, (x + w + 1) * width // small_w + 1)
+    y0 = max(0, (y - 1) * height // small_h)
+    y1 = min(height, (y + h + 1) * height // small_h + 1)
+    return slice(y0, y1), slice(x0, x1)
 
 
 def _blur(image: np.ndarray, sigma: float) -> np.ndarray:

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from privacycam.compositing import Compositor, cover, load_background_image
+from privacycam.config import BackgroundConfig
+from privacycam.mask import upsample_alpha
+
+
+def _scene(width=640, height=360):
+    """Grey textured room, a saturated red 'person' disc, and its soft alpha at 1/4 size."""
+    rng = np.random.default_rng(1)
+    frame = rng.integers(90, 130, (height, width, 3), dtype=np.uint8)
+    person = np.zeros((height, width), np.uint8)
+    cv2.circle(person, (width // 2, height // 2), height // 4, 255, -1)
+    frame[person > 0] = (0, 0, 255)
+    small = cv2.resize(person, (width // 4, height // 4), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    return frame, person > 0, cv2.GaussianBlur(small, (0, 0), 1.0)
+
+
+def test_colour_mode_blends_exactly_by_alpha():
+    frame, _, alpha = _scene()
+    compositor = Compositor(BackgroundConfig(mode="color", color=(0, 255, 0)))
+    out = compositor.compose(frame, alpha).astype(np.float32)
+    a = upsample_alpha(alpha, 640, 360).astype(np.float32)[..., None] / 255
+    expected = frame * a + np.array([0, 255, 0], np.float32) * (1 - a)
+    assert np.abs(out - expected).max() <= 1.0
+
+
+def test_blur_keeps_person_and_hides_background_detail():
+    frame, person, alpha = _scene()
+    out = Compositor(BackgroundConfig()).compose(frame, alpha)
+    inner = cv2.erode(person.astype(np.uint8), np.ones((41, 41), np.uint8)) > 0  # past the soft edge
+    assert np.abs(out[inner].astype(int) - frame[inner]).max() <= 2
+    far = cv2.dilate(person.astype(np.uint8), np.ones((61, 61), np.uint8)) == 0
+    assert out[far].std() < 0.3 * frame[far].std()
+
+
+def test_blur_is_halo_free():
+    """The red person must not bleed into the blurred background around it."""
+    frame, person, alpha = _scene()
+    out = Compositor(BackgroundConfig(blur_strength=30)).compose(frame, alpha)
+    near = (cv2.dilate(person.astype(np.uint8), np.ones((41, 41), np.uint8)) > 0) & ~(
+        cv2.dilate(person.astype(np.uint8), np.ones((11, 11), np.uint8)) > 0
+    )
+    redness = out[near][:, 2].astype(int) - out[near][:, 1]
+    naive = cv2.GaussianBlur(frame, (0, 0), 30 * 360 / 720)[near]
+    naive_redness = naive[:, 2].astype(int) - naive[:, 1]
+    assert redness.mean() < 10 < naive_redness.mean()
+
+
+def test_no_person_means_background_only():
+    frame, _, alpha = _scene()
+    compositor = Compositor(BackgroundConfig())
+    nothing = compositor.compose(frame, np.zeros_like(alpha)).copy()
+    hidden = compositor.compose_hidden(frame)
+    assert np.abs(nothing.astype(int) - hidden).max() <= 1
+
+
+@pytest.mark.parametrize("size", [(641, 479), (1, 1), (17, 3), (3840, 2160)])
+def test_odd_and_extreme_frame_sizes(size):
+    width, height = size
+    frame = np.full((height, width, 3), 100, np.uint8)
+    alpha = np.ones((max(1, height // 4), max(1, width // 4)), np.float32)
+    for mode in ("blur", "color"):
+        compositor = Compositor(BackgroundConfig(mode=mode))
+        assert compositor.compose(frame, alpha).shape == frame.shape
+        assert compositor.compose_hidden(frame).shape == frame.shape
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.full((50, 80), 128, np.uint8),  # grey
+        np.full((50, 80, 3), 40000, np.uint16),  # 16-bit
+        np.full((50, 80, 4), 200, np.uint8),  # with alpha channel
+        np.full((1, 1, 3), 7, np.uint8),  # tiny
+    ],
+)
+def test_background_images_of_any_kind_become_bgr(tmp_path, image):
+    path = tmp_path / "bg.png"
+    cv2.imwrite(str(path), image)
+    loaded = load_background_image(path)
+    assert loaded.dtype == np.uint8 and loaded.ndim == 3 and loaded.shape[2] == 3
+    covered = cover(loaded, 640, 360)
+    assert covered.shape == (360, 640, 3)
+
+
+def test_cover_crops_instead_of_stretching():
+    tall = np.zeros((400, 100, 3), np.uint8)
+    tall[:100] = 255  # top quarter white
+    out = cover(tall, 100, 100)
+    assert out.shape == (100, 100, 3) and out.max() == 0  # the centre crop misses the white top
