@@ -35,19 +35,18 @@ def _wait_for(condition, timeout=8.0) -> bool:
 def test_reader_watch_sees_other_processes_open_and_close(tmp_path):
     device = tmp_path / "video10"
     device.write_bytes(b"")
-    own = open(device, "rb")  # the daemon's own writer must not count
-    watch = ReaderWatch(str(device))
-    try:
-        assert watch.watching is False
-        reader = _hold_open(device)
-        assert holders(str(device), exclude_pid=0) >= 1
-        assert _wait_for(lambda: watch.watching), "reader not noticed"
-        reader.stdin.close()
-        reader.wait(5)
-        assert _wait_for(lambda: not watch.watching), "reader leaving not noticed"
-    finally:
-        watch.close()
-        own.close()
+    with open(device, "rb"):  # the daemon's own writer must not count
+        watch = ReaderWatch(str(device))
+        try:
+            assert watch.watching is False
+            reader = _hold_open(device)
+            assert holders(str(device), exclude_pid=0) >= 1
+            assert _wait_for(lambda: watch.watching), "reader not noticed"
+            reader.stdin.close()
+            reader.wait(5)
+            assert _wait_for(lambda: not watch.watching), "reader leaving not noticed"
+        finally:
+            watch.close()
 
 
 class WatchedSink:
