@@ -157,5 +157,14 @@ class SequenceScore:
         }
 
 
+def self_flicker(alphas_u8: list[np.ndarray]) -> float:
+    """Flicker without ground truth: mean over frames of mean |a_t - a_(t-1)|, alpha in [0, 1]."""
+    changes = [
+        float(np.mean(cv2.absdiff(current, previous))) / 255.0
+        for previous, current in zip(alphas_u8, alphas_u8[1:], strict=False)
+    ]
+    return _mean(changes)
+
+
 def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")

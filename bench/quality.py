@@ -2,13 +2,15 @@
 
 Runs `privacycam.matte.matte_frames` (the code path of `privacycam matte`) over
 every sequence with ground truth in the shared data folder and prints one JSON
-object with J, F, flicker, leak, cut and ms/frame per sequence and their mean,
-for the pipeline and for a "raw" reference row (the same model's confidence,
-per frame, upsampled, nothing else), both computed in the same run.
+object: J, F, flicker, leak, cut and ms/frame per sequence and their mean, for
+the pipeline and for a "raw" reference row (the same model's confidence on the
+whole frame, per frame, upsampled, nothing else), both computed in the same run.
+Unlabeled videos (`*_unlabeled`) add speed at their own size (1280x720 for the
+juggling clip) and the prediction's own flicker, mean |a_t - a_(t-1)|.
 
     python -m bench.quality [--sequences lucia,tennis] [--max-frames 30] [--config FILE]
 
-Progress goes to stderr, the JSON to stdout.
+Progress goes to stderr, the JSON to stdout. Metric definitions: bench/metrics.py.
 """
 
 from __future__ import annotations
@@ -18,26 +20,38 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from bench.metrics import SequenceScore, Truth
-from privacycam.config import Config, load_config
-from privacycam.mask import upsample_alpha
-from privacycam.matte import matte_frames
-from privacycam.segmenters import create_segmenter
-from privacycam.sources.base import Frame
+if __package__ in (None, ""):  # run as a script: make `bench` and `privacycam` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.metrics import SequenceScore, Truth, self_flicker  # noqa: E402
+from privacycam.config import Config, load_config  # noqa: E402
+from privacycam.mask import upsample_alpha  # noqa: E402
+from privacycam.matte import matte_frames  # noqa: E402
+from privacycam.segmenters import create_segmenter  # noqa: E402
+from privacycam.sources.base import Frame  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-SEQUENCE_PREFIX = "davis2016_"
-# Timings on a shared 2-core machine are noisy: time the pipeline this many
-# times per sequence and report the median of the per-run means.
+LABELED_PREFIX = "davis2016_"
+UNLABELED_SUFFIX = "_unlabeled"
+# Timings on a shared 2-core machine are noisy: the pipeline runs this many
+# times per sequence and the median of the per-run means is reported.
 DEFAULT_TIMING_RUNS = 3
-METRICS = ("J", "F", "flicker", "leak", "cut", "ms_per_frame", "cpu_ms_per_frame")
+# Frames of each unlabeled video used: enough for a stable speed figure while
+# keeping the decoded 720p frames (2.7 MB each) in memory modest.
+UNLABELED_FRAMES = 90
+# The raw reference's frame clock, as matte_frames uses for a 30 fps source.
+RAW_FRAME_MS = 1000 / 30
+LABELED_METRICS = ("J", "F", "flicker", "leak", "cut", "ms_per_frame", "cpu_ms_per_frame")
+ROWS = ("pipeline", "raw")
+
+Producer = Callable[[list[np.ndarray], Config, "Timing"], Iterator[np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -47,17 +61,22 @@ class Sequence:
     masks: tuple[Path, ...]
 
 
+@dataclass
+class Timing:
+    """Per-frame wall-clock and process CPU times (all threads, MediaPipe's too), in ms."""
+
+    wall_ms: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
+
+
 def find_sequences(data_dir: Path, names: list[str] | None = None) -> list[Sequence]:
     """Sequences with per-frame ground truth, in name order (or in the order asked for)."""
     found = {}
-    for folder in sorted(data_dir.glob(f"{SEQUENCE_PREFIX}*")):
-        masks = sorted((folder / "masks").glob("*.png"))
-        if not masks:
-            continue
-        frames = tuple(_frame_for(folder / "frames", mask.stem) for mask in masks)
-        found[folder.name.removeprefix(SEQUENCE_PREFIX)] = Sequence(
-            folder.name.removeprefix(SEQUENCE_PREFIX), frames, tuple(masks)
-        )
+    for folder in sorted(data_dir.glob(f"{LABELED_PREFIX}*")):
+        masks = tuple(sorted((folder / "masks").glob("*.png")))
+        if masks:
+            name = folder.name.removeprefix(LABELED_PREFIX)
+            found[name] = Sequence(name, tuple(_frame_for(folder / "frames", m.stem) for m in masks), masks)
     if names is None:
         return list(found.values())
     missing = [n for n in names if n not in found]
@@ -74,6 +93,13 @@ def _frame_for(folder: Path, stem: str) -> Path:
     raise SystemExit(f"no frame for mask {stem} in {folder}")
 
 
+def _read(path: Path, flags: int) -> np.ndarray:
+    image = cv2.imread(str(path), flags)
+    if image is None:
+        raise SystemExit(f"cannot read {path}")
+    return image
+
+
 def load_sequence(
     sequence: Sequence, max_frames: int | None = None, size: tuple[int, int] | None = None
 ) -> tuple[list[np.ndarray], list[Truth]]:
@@ -81,16 +107,32 @@ def load_sequence(
     count = len(sequence.frames) if max_frames is None else min(max_frames, len(sequence.frames))
     images, truths = [], []
     for frame_path, mask_path in zip(sequence.frames[:count], sequence.masks[:count], strict=True):
-        image = cv2.imread(str(frame_path), cv2.IMREAD_COLOR)
-        mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
-        if image is None or mask is None:
-            raise SystemExit(f"cannot read {frame_path} or {mask_path}")
+        image = _read(frame_path, cv2.IMREAD_COLOR)
+        mask = _read(mask_path, cv2.IMREAD_GRAYSCALE)
         if size is not None:
             image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
             mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
         images.append(image)
         truths.append(Truth.from_mask(mask))
     return images, truths
+
+
+def load_unlabeled(folder: Path, max_frames: int) -> list[np.ndarray]:
+    """Frames of an unlabeled clip: its frames/ folder, else its video.mp4."""
+    frames = sorted((folder / "frames").glob("*.jpg")) + sorted((folder / "frames").glob("*.png"))
+    if frames:
+        return [_read(path, cv2.IMREAD_COLOR) for path in frames[:max_frames]]
+    capture = cv2.VideoCapture(str(folder / "video.mp4"))
+    images = []
+    try:
+        while len(images) < max_frames:
+            ok, image = capture.read()
+            if not ok:
+                break
+            images.append(image)
+    finally:
+        capture.release()
+    return images
 
 
 class MemorySource:
@@ -116,22 +158,13 @@ class MemorySource:
         self._index = len(self.images)
 
 
-@dataclass
-class Timing:
-    """Per-frame wall-clock and process CPU times (all threads, so MediaPipe's too), in ms."""
-
-    wall_ms: list[float] = field(default_factory=list)
-    cpu_ms: list[float] = field(default_factory=list)
-
-
 def pipeline_alphas(images: list[np.ndarray], config: Config, timing: Timing) -> Iterator[np.ndarray]:
     """uint8 alphas at frame size from the shipping pipeline; records each frame's time.
 
     The first frame's time is left out: it includes loading the model.
     """
     frames = matte_frames(MemorySource(images, config.camera.fps), config)
-    index = 0
-    while True:
+    for index in range(len(images) + 1):
         wall, cpu = time.perf_counter(), time.process_time()
         item = next(frames, None)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -140,7 +173,6 @@ def pipeline_alphas(images: list[np.ndarray], config: Config, timing: Timing) ->
         if index > 0:
             timing.wall_ms.append(wall * 1000)
             timing.cpu_ms.append(cpu * 1000)
-        index += 1
         yield item[1]
 
 
@@ -153,7 +185,7 @@ def raw_alphas(images: list[np.ndarray], config: Config, timing: Timing) -> Iter
             wall, cpu = time.perf_counter(), time.process_time()
             small = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
             rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
-            confidence = np.clip(segmenter.segment(rgb, index * 33), 0.0, 1.0)
+            confidence = np.clip(segmenter.segment(rgb, round(index * RAW_FRAME_MS)), 0.0, 1.0)
             alpha = upsample_alpha(confidence.astype(np.float32), image.shape[1], image.shape[0])
             timing.wall_ms.append((time.perf_counter() - wall) * 1000)
             timing.cpu_ms.append((time.process_time() - cpu) * 1000)
@@ -162,44 +194,58 @@ def raw_alphas(images: list[np.ndarray], config: Config, timing: Timing) -> Iter
         segmenter.close()
 
 
-def score(alphas: Iterator[np.ndarray], truths: list[Truth]) -> SequenceScore:
-    result = SequenceScore()
-    for alpha, truth in zip(alphas, truths, strict=True):
-        result.add(alpha, truth)
-    return result
+def _median_of_means(runs: list[list[float]]) -> float:
+    means = [statistics.fmean(run) for run in runs if run]
+    return statistics.median(means) if means else float("nan")
 
 
-def timed_only(make: Iterator[np.ndarray]) -> None:
-    for _ in make:
-        pass
+def _timed(
+    produce: Producer, images: list[np.ndarray], config: Config, runs: int, consume: Callable[[np.ndarray], None]
+) -> dict[str, float]:
+    """Run a producer `runs` times (the first one feeding `consume`); median ms per frame."""
+    timings = []
+    for run in range(runs):
+        timings.append(Timing())
+        for alpha in produce(images, config, timings[-1]):
+            if run == 0:
+                consume(alpha)
+    return {
+        "ms_per_frame": _median_of_means([t.wall_ms for t in timings]),
+        "cpu_ms_per_frame": _median_of_means([t.cpu_ms for t in timings]),
+    }
+
+
+def _scorer(score: SequenceScore, truths: list[Truth]) -> Callable[[np.ndarray], None]:
+    """Feeds the alphas, in order, to score against the matching ground truth."""
+    truth_of = iter(truths)
+    return lambda alpha: score.add(alpha, next(truth_of))
 
 
 def evaluate_sequence(
     images: list[np.ndarray], truths: list[Truth], config: Config, timing_runs: int
 ) -> dict[str, dict[str, float]]:
     rows = {}
-    for row, producer in (("pipeline", pipeline_alphas), ("raw", raw_alphas)):
-        timings = [Timing()]
-        figures = score(producer(images, config, timings[0]), truths).summary()
-        for _ in range(timing_runs - 1):
-            timings.append(Timing())
-            timed_only(producer(images, config, timings[-1]))
-        figures["ms_per_frame"] = _median_of_means([t.wall_ms for t in timings])
-        figures["cpu_ms_per_frame"] = _median_of_means([t.cpu_ms for t in timings])
-        rows[row] = figures
+    for row, produce in zip(ROWS, (pipeline_alphas, raw_alphas), strict=True):
+        score = SequenceScore()
+        times = _timed(produce, images, config, timing_runs, _scorer(score, truths))
+        rows[row] = score.summary() | times
     return rows
 
 
-def _median_of_means(runs: list[list[float]]) -> float:
-    means = [statistics.fmean(run) for run in runs if run]
-    return statistics.median(means) if means else float("nan")
-
-
-def mean_rows(per_sequence: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+def evaluate_unlabeled(images: list[np.ndarray], config: Config, timing_runs: int) -> dict[str, dict[str, float]]:
     rows = {}
-    for row in ("pipeline", "raw"):
-        rows[row] = {m: float(np.mean([seq[row][m] for seq in per_sequence.values()])) for m in METRICS}
+    for row, produce in zip(ROWS, (pipeline_alphas, raw_alphas), strict=True):
+        alphas: list[np.ndarray] = []
+        times = _timed(produce, images, config, timing_runs, alphas.append)
+        rows[row] = {"self_flicker": self_flicker(alphas)} | times
     return rows
+
+
+def mean_rows(per_sequence: dict[str, dict]) -> dict[str, dict[str, float]]:
+    return {
+        row: {m: float(np.mean([seq[row][m] for seq in per_sequence.values()])) for m in LABELED_METRICS}
+        for row in ROWS
+    }
 
 
 def run(
@@ -209,6 +255,7 @@ def run(
     max_frames: int | None = None,
     size: tuple[int, int] | None = None,
     timing_runs: int = DEFAULT_TIMING_RUNS,
+    unlabeled: bool = True,
 ) -> dict:
     """The benchmark as a dict (what main prints as JSON)."""
     per_sequence = {}
@@ -216,20 +263,36 @@ def run(
         started = time.perf_counter()
         images, truths = load_sequence(sequence, max_frames, size)
         rows = evaluate_sequence(images, truths, config, timing_runs)
-        rows["frames"] = len(images)
-        rows["resolution"] = f"{images[0].shape[1]}x{images[0].shape[0]}"
-        per_sequence[sequence.name] = rows
-        print(
-            f"{sequence.name}: {len(images)} frames, pipeline J {rows['pipeline']['J']:.3f} "
-            f"({time.perf_counter() - started:.1f} s)",
-            file=sys.stderr,
-        )
-    return {
+        per_sequence[sequence.name] = {"frames": len(images), "resolution": _resolution(images)} | rows
+        _progress(sequence.name, len(images), rows["pipeline"], "J", started)
+    result = {
         "segmenter": f"{config.segmenter.backend}:{config.segmenter.model}",
         "mask": config.mask.model_dump(mode="json"),
         "sequences": per_sequence,
         "mean": mean_rows(per_sequence),
     }
+    if unlabeled:
+        result["unlabeled"] = {}
+        for folder in sorted(data_dir.glob(f"*{UNLABELED_SUFFIX}")):
+            started = time.perf_counter()
+            images = load_unlabeled(folder, min(max_frames or UNLABELED_FRAMES, UNLABELED_FRAMES))
+            if len(images) < 2:
+                continue
+            rows = evaluate_unlabeled(images, config, timing_runs)
+            result["unlabeled"][folder.name] = {"frames": len(images), "resolution": _resolution(images)} | rows
+            _progress(folder.name, len(images), rows["pipeline"], "ms_per_frame", started)
+    return result
+
+
+def _resolution(images: list[np.ndarray]) -> str:
+    return f"{images[0].shape[1]}x{images[0].shape[0]}"
+
+
+def _progress(name: str, frames: int, row: dict[str, float], key: str, started: float) -> None:
+    print(
+        f"{name}: {frames} frames, pipeline {key} {row[key]:.3f} ({time.perf_counter() - started:.1f} s)",
+        file=sys.stderr,
+    )
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -245,10 +308,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"data folder (default {DEFAULT_DATA})")
     parser.add_argument("--resize", type=_size, help="resize frames and masks to WxH first, e.g. 1280x720")
     parser.add_argument("--timing-runs", type=int, default=DEFAULT_TIMING_RUNS, help="median over this many runs")
+    parser.add_argument("--no-unlabeled", action="store_true", help="skip the unlabeled videos (speed, self-flicker)")
     args = parser.parse_args(argv)
     config = load_config(args.config)[0] if args.config else Config()
     names = args.sequences.split(",") if args.sequences else None
-    result = run(config, args.data, names, args.max_frames, args.resize, max(1, args.timing_runs))
+    timing_runs = max(1, args.timing_runs)
+    result = run(config, args.data, names, args.max_frames, args.resize, timing_runs, not args.no_unlabeled)
     json.dump(result, sys.stdout, indent=2)
     print()
     return 0

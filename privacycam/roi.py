@@ -24,6 +24,11 @@ import numpy as np
 # components cost ~1 ms at 427x240 but ~0.1 ms at 107x60, and a box 4 work
 # pixels too large is absorbed by the margin.
 TRACK_DOWNSCALE = 4
+# The matte value from which a pixel counts as person (the compositor's half-way point).
+PERSON = 0.5
+# Blobs smaller than this share of the frame are speckle, not people: the DAVIS
+# people cover 3-6 % of the frame, a webcam user 20-50 %.
+MIN_PERSON_AREA = 0.002
 # A blob's velocity is damped before it moves the next crop: constant-velocity
 # prediction overshoots when someone stops, and the margin covers the rest.
 VELOCITY_DAMPING = 0.7
@@ -32,6 +37,13 @@ VELOCITY_DAMPING = 0.7
 # EDGE_GROWTH of the people's size as extra room next frame.
 EDGE_TOUCH_PX = TRACK_DOWNSCALE
 EDGE_GROWTH = 0.25
+# A crop this large a share of the frame gains little resolution over the whole
+# frame but risks cutting someone: use the whole frame.
+CROP_WHOLE_FRAME_AREA = 0.7
+# Once people are large enough for the whole frame, they must shrink to this
+# share of the threshold before cropping resumes, so someone hovering at the
+# threshold does not make the matte switch back and forth.
+WHOLE_FRAME_HYSTERESIS = 0.8
 
 
 @dataclass(frozen=True)
@@ -68,9 +80,7 @@ class Box:
 
     def scaled(self, sx: float, sy: float) -> Box:
         """The same region in another pixel grid, rounded outwards."""
-        return Box(
-            math.floor(self.x0 * sx), math.floor(self.y0 * sy), math.ceil(self.x1 * sx), math.ceil(self.y1 * sy)
-        )
+        return Box(math.floor(self.x0 * sx), math.floor(self.y0 * sy), math.ceil(self.x1 * sx), math.ceil(self.y1 * sy))
 
     def clipped(self, width: int, height: int) -> Box:
         return Box(max(0, self.x0), max(0, self.y0), min(width, self.x1), min(height, self.y1))
@@ -80,9 +90,9 @@ class Box:
 class RoiSettings:
     margin: float  # context on each side, as a fraction of the people's larger side
     full_frame_every: int  # frames between full-frame passes that look for people entering
-    whole_frame_above: float  # a crop covering this share of the frame area becomes the whole frame
-    min_area: float  # smallest blob that counts as a person, as a share of the frame area
+    whole_frame_above: float  # people whose bounding box covers this share of the frame get the whole frame
     model_aspect: float  # width / height of the model input; crops keep it
+    min_height: float = 0.0  # smallest crop height in work pixels (the caller limits upscaling with it)
 
 
 @dataclass(frozen=True)
@@ -99,14 +109,19 @@ class RoiTracker:
         self.work_width, self.work_height = work_size
         self.settings = settings
         self.frame = Box(0, 0, self.work_width, self.work_height)
-        track_w = max(1, round(self.work_width / TRACK_DOWNSCALE))
-        track_h = max(1, round(self.work_height / TRACK_DOWNSCALE))
+        # an exact factor (the last few rows/columns dropped) keeps INTER_AREA on its fast path
+        track_w = max(1, self.work_width // TRACK_DOWNSCALE)
+        track_h = max(1, self.work_height // TRACK_DOWNSCALE)
         self._track_size = (track_w, track_h)
-        self._to_work = (self.work_width / track_w, self.work_height / track_h)
+        self._tracked_area = (
+            min(self.work_width, track_w * TRACK_DOWNSCALE),
+            min(self.work_height, track_h * TRACK_DOWNSCALE),
+        )
+        self._to_work = (self._tracked_area[0] / track_w, self._tracked_area[1] / track_h)
         self._small = np.empty((track_h, track_w), np.float32)
         self._small_u8 = np.empty((track_h, track_w), np.uint8)
         self._labels = np.empty((track_h, track_w), np.int32)
-        self._min_pixels = max(1.0, settings.min_area * track_w * track_h)
+        self._min_pixels = max(1.0, MIN_PERSON_AREA * track_w * track_h)
         self.reset()
 
     def reset(self) -> None:
@@ -114,16 +129,19 @@ class RoiTracker:
         self._velocity = (0.0, 0.0)
         self._grow = (0.0, 0.0, 0.0, 0.0)  # extra room left, top, right, bottom
         self._since_full = 0
+        self._large = False  # people large enough for the whole frame
 
     @property
     def tracking(self) -> bool:
+        """Somebody was in the last matte."""
         return self._people is not None
 
     def plan(self) -> RoiPlan:
-        if self._people is None:
+        if self._people is None or self._large:
             return RoiPlan(self.frame, whole_frame=True, full_pass=True)
         dx, dy = self._velocity
-        box = self.crop_for(self._people.union(self._people.shifted(dx, dy)), self._grow)
+        people = self._people.union(self._people.shifted(dx, dy))
+        box = self.crop_for(people, self._grow)
         whole = box == self.frame
         full = whole or self._since_full + 1 >= self.settings.full_frame_every
         return RoiPlan(box, whole_frame=whole, full_pass=full)
@@ -135,21 +153,23 @@ class RoiTracker:
         left, top, right, bottom = (margin + g * size for g in grow)
         x0, y0 = people.x0 - left, people.y0 - top
         x1, y1 = people.x1 + right, people.y1 + bottom
-        width, height = min(x1 - x0, self.work_width), min(y1 - y0, self.work_height)
+        width = min(x1 - x0, self.work_width)
+        height = min(max(y1 - y0, self.settings.min_height), self.work_height)
         aspect = self.settings.model_aspect
         width, height = max(width, height * aspect), max(height, width / aspect)
         width, height = min(width, self.work_width), min(height, self.work_height)
-        if width * height >= self.settings.whole_frame_above * self.work_width * self.work_height:
+        if width * height >= CROP_WHOLE_FRAME_AREA * self.work_width * self.work_height:
             return self.frame
         return _placed((x0 + x1) / 2, (y0 + y1) / 2, round(width), round(height), self.work_width, self.work_height)
 
-    def people_in(self, matte: np.ndarray, threshold: float = 0.5, exclude: Box | None = None) -> Box | None:
-        """Bounding box (work pixels) of every person-sized blob of matte >= threshold, or None.
+    def people_in(self, matte: np.ndarray, exclude: Box | None = None) -> Box | None:
+        """Bounding box (work pixels) of all person-sized blobs of the matte, or None.
 
         `exclude`: a region of the matte to ignore (e.g. the crop already segmented).
         """
-        cv2.resize(matte, self._track_size, dst=self._small, interpolation=cv2.INTER_AREA)
-        cv2.compare(self._small, threshold, cv2.CMP_GE, dst=self._small_u8)
+        tracked = matte[: self._tracked_area[1], : self._tracked_area[0]]
+        cv2.resize(tracked, self._track_size, dst=self._small, interpolation=cv2.INTER_AREA)
+        cv2.compare(self._small, PERSON, cv2.CMP_GE, dst=self._small_u8)
         if exclude is not None:
             inner = Box(
                 math.ceil(exclude.x0 / self._to_work[0]),
@@ -172,16 +192,23 @@ class RoiTracker:
     def observe(self, matte: np.ndarray, plan: RoiPlan, found: Box | None = None) -> None:
         """Take this frame's matte (float, work size) and any people a full pass found outside the crop."""
         people = self.people_in(matte)
-        if found is not None:
-            people = found if people is None else people.union(found)
         self._since_full = 0 if plan.full_pass else self._since_full + 1
-        if people is None or self._people is None:
-            self._velocity = (0.0, 0.0)
+        if people is None or self._people is None or found is not None:
+            self._velocity = (0.0, 0.0)  # nothing to compare, or the box jumped to take in newcomers
         else:
             (cx, cy), (px, py) = people.center, self._people.center
             self._velocity = (VELOCITY_DAMPING * (cx - px), VELOCITY_DAMPING * (cy - py))
         self._grow = _edges_touched(people, plan.box, self.frame) if people is not None else (0.0, 0.0, 0.0, 0.0)
+        if found is not None:
+            people = found if people is None else people.union(found)
         self._people = people
+        self._large = people is not None and self.is_large(people, self._large)
+
+    def is_large(self, people: Box, was_large: bool = False) -> bool:
+        """People big enough that the whole frame is their crop (a webcam user close to the camera)."""
+        share = people.width * people.height / (self.work_width * self.work_height)
+        threshold = self.settings.whole_frame_above * (WHOLE_FRAME_HYSTERESIS if was_large else 1.0)
+        return share >= threshold
 
 
 def _edges_touched(people: Box, crop: Box, frame: Box) -> tuple[float, float, float, float]:
