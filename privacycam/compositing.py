@@ -33,7 +33,7 @@ ALPHA_EPSILON = 1.0 / 512
 
 
 def load_background_image(path: Path) -> np.ndarray:
-    """Read a picture as 8-bit BGR; grey, 16-bit and alpha images are converted."""
+    """Read a picture as 8-bit BGR; grey, 16-bit, float and alpha images are converted."""
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         raise ConfigError(
@@ -43,11 +43,21 @@ def load_background_image(path: Path) -> np.ndarray:
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     elif image.dtype != np.uint8:
-        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+        values = np.nan_to_num(image.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        if np.issubdtype(image.dtype, np.floating) and values.min() >= 0.0 and values.max() <= 1.0:
+            image = np.round(values * 255).astype(np.uint8)  # float pictures (TIFF, EXR) are 0..1
+        else:
+            image = cv2.normalize(values, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if image.ndim == 3 and image.shape[2] in (1, 2):  # grey, grey + alpha
+        image = np.ascontiguousarray(image[..., 0])
     if image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    elif image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.shape[2] != 3:
+        raise ConfigError(
+            f"background image {path} has {image.shape[2]} channels", "set background.image to a PNG or JPEG file"
+        )
     return image
 
 

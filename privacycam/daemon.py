@@ -44,13 +44,22 @@ class Daemon:
         self.output_spec = output_spec
         self.privacy = PrivacyState(config.privacy.start)
         self.pipeline: Pipeline | None = None
-        # First, so a second daemon stops here before it touches camera or virtual device.
-        self.control = ControlServer(config.control.socket or default_socket_path(), self.handle_command)
+        self._stop_requested = False
+        # Before the socket exists: a SIGTERM during start-up still ends in a clean stop.
+        self._previous_handlers = self._install_signal_handlers()
         try:
-            self._open_stages()
+            # First, so a second daemon stops here before it touches camera or virtual device.
+            self.control = ControlServer(config.control.socket or default_socket_path(), self.handle_command)
+            try:
+                self._open_stages()
+            except BaseException:
+                self.control.close()
+                raise
         except BaseException:
-            self.control.close()
+            self._restore_signal_handlers()
             raise
+        if self._stop_requested:
+            self.pipeline.stop()
         log.info(
             "%s -> %s at %dx%d %.0f fps, privacy %s",
             self.input_spec,
@@ -124,6 +133,7 @@ class Daemon:
 
     def stop(self, cause: str) -> None:
         log.info("stopping (%s)", cause)
+        self._stop_requested = True
         if self.pipeline is not None:
             self.pipeline.stop()
 
@@ -162,17 +172,19 @@ class Daemon:
     def serve(self, max_frames: int | None = None) -> int:
         privacy = self.config.privacy
         hotkey = start_hotkey(privacy.hotkey, privacy.hotkey_modifiers, lambda: self.privacy.toggle("hotkey"))
-        previous = self._install_signal_handlers()
         try:
             self.pipeline.run(max_frames)
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            self._restore_signal_handlers()
             if hotkey is not None:
                 hotkey.stop()
             self.control.close()
         log.info("stopped after %d frames", self.pipeline.status.frames_out)
         return 0
+
+    def _restore_signal_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
 
     def _install_signal_handlers(self) -> dict:
         if threading.current_thread() is not threading.main_thread():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from privacycam.compositing import Compositor, cover
 from privacycam.config import Config, SegmenterConfig
-from privacycam.errors import PrivacyCamError
+from privacycam.errors import ConfigError, PrivacyCamError
 from privacycam.mask import Matter
 from privacycam.segmenters import Segmenter, create_segmenter
 from privacycam.sinks import Sink
@@ -37,6 +38,12 @@ ON_DEMAND_GRACE_S = 2.0
 # On stop, how long a model still loading may take to finish so it can be
 # released properly (native code must not be torn down mid-load).
 CLOSE_WAIT_S = 5.0
+# Latencies kept for percentiles: the most recent frames only, so a daemon
+# running for weeks does not grow by a float per frame.
+LATENCY_WINDOW = 10_000
+# A segmenter failing on and off: its first failure is logged, later ones at
+# most this often (each failure streak would otherwise log two lines).
+FAILURE_LOG_INTERVAL_S = 60.0
 
 
 class PrivacyState:
@@ -76,7 +83,7 @@ class StageTimes:
     mask: float = 0.0
     composite: float = 0.0
     sink: float = 0.0
-    latencies_ms: list[float] = field(default_factory=list)
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
 
 
 @dataclass
@@ -172,6 +179,8 @@ class Pipeline:
         self._fitted: np.ndarray | None = None
         self._pending_config: Config | None = None
         self._failing_since: int | None = None
+        self._failure_logged_at: float | None = None
+        self._streak_logged = False
         self._last_placeholder = 0.0
         self._placeholders: dict[str, np.ndarray] = {}
         self._fps_window: list[float] = []
@@ -340,9 +349,13 @@ class Pipeline:
         if config is None:
             return
         old = self.config
-        self.config = config
         if config.background != old.background:
-            self._compositor = Compositor(config.background)
+            try:
+                self._compositor = Compositor(config.background)
+            except ConfigError as exc:  # e.g. the image changed after the reload was validated
+                log.error("config reload rejected, keeping the running one: %s", exc.message)
+                return
+        self.config = config
         if config.segmenter != old.segmenter:
             # The running model keeps masking until the new one is ready; a new one
             # that fails to load is reported and dropped.
@@ -360,12 +373,26 @@ class Pipeline:
         self.status.last_error = message
         if self._failing_since is None:
             self._failing_since = self.status.frames_in
-            level = logging.INFO if isinstance(exc, _NotReady) else logging.WARNING
+            level = logging.INFO if isinstance(exc, _NotReady) else self._failure_log_level()
+            self._streak_logged = level > logging.DEBUG
             log.log(level, "frames go out fully hidden: %s", message)
+
+    def _failure_log_level(self) -> int:
+        """WARNING for a failure, DEBUG for further ones soon after a logged one."""
+        now = time.monotonic()
+        if self._failure_logged_at is not None and now - self._failure_logged_at < FAILURE_LOG_INTERVAL_S:
+            return logging.DEBUG
+        self._failure_logged_at = now
+        return logging.WARNING
 
     def _note_success(self) -> None:
         if self._failing_since is not None:
-            log.info("masking frames again after %d fully hidden ones", self.status.frames_in - self._failing_since)
+            hidden = self.status.frames_in - self._failing_since
+            log.log(
+                logging.INFO if self._streak_logged else logging.DEBUG,
+                "masking frames again after %d fully hidden ones",
+                hidden,
+            )
             self._failing_since = None
 
     def _check_next_loader(self) -> None:

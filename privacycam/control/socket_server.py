@@ -14,6 +14,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +23,11 @@ from privacycam.errors import PrivacyCamError
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 4096
-CLIENT_TIMEOUT_S = 1.0
+CLIENT_TIMEOUT_S = 1.0  # for a whole request: a client sending nothing, or a byte at a time, is cut off
+DRAIN_S = 0.5
+# Clients served at once, each on its own thread so a stuck one delays nobody;
+# beyond this they are turned away at once instead of piling up threads.
+MAX_CLIENTS = 64
 COMMANDS = ("toggle", "on", "off", "status", "reload")
 
 
@@ -42,6 +47,7 @@ class ControlServer:
         self.path = path
         self._handler = handler
         self._stop = threading.Event()
+        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
         self._sock = _bind(path)
         self._thread = threading.Thread(target=self._serve, name="control-socket", daemon=True)
         self._thread.start()
@@ -62,11 +68,21 @@ class ControlServer:
                 continue
             except OSError:
                 return
+            if not self._slots.acquire(blocking=False):
+                with connection, contextlib.suppress(OSError):
+                    connection.settimeout(CLIENT_TIMEOUT_S)
+                    _reply(connection, {"ok": False, "error": "too many control clients at once; try again"})
+                continue
+            threading.Thread(target=self._serve_client, args=(connection,), name="control-client", daemon=True).start()
+
+    def _serve_client(self, connection: socket.socket) -> None:
+        try:
             with connection:
-                try:
-                    self._answer(connection)
-                except OSError as exc:
-                    log.debug("control client went away: %s", exc)
+                self._answer(connection)
+        except OSError as exc:
+            log.debug("control client went away: %s", exc)
+        finally:
+            self._slots.release()
 
     def _answer(self, connection: socket.socket) -> None:
         connection.settimeout(CLIENT_TIMEOUT_S)
@@ -88,16 +104,22 @@ class ControlServer:
 def _drain(connection: socket.socket) -> None:
     """Swallow what an oversized request left unread, so closing does not reset the reply away."""
     connection.shutdown(socket.SHUT_WR)
-    connection.settimeout(0.2)
+    deadline = time.monotonic() + DRAIN_S
     with contextlib.suppress(OSError):
-        for _ in range(64):
+        while (remaining := deadline - time.monotonic()) > 0:
+            connection.settimeout(remaining)
             if not connection.recv(MAX_REQUEST_BYTES):
                 break
 
 
 def _read_request(connection: socket.socket) -> object:
     data = b""
+    deadline = time.monotonic() + CLIENT_TIMEOUT_S
     while b"\n" not in data:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"no complete request within {CLIENT_TIMEOUT_S:.0f} s")
+        connection.settimeout(remaining)
         chunk = connection.recv(MAX_REQUEST_BYTES + 1 - len(data))
         if not chunk:
             break
@@ -139,7 +161,7 @@ def _bind(path: Path) -> socket.socket:
         sock.bind(str(path))
     finally:
         os.umask(old_umask)
-    sock.listen(8)
+    sock.listen(MAX_CLIENTS)  # a burst of clients must not find the queue full (EAGAIN)
     sock.settimeout(0.5)
     return sock
 

@@ -35,6 +35,10 @@ def checked_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     if not isinstance(mask, np.ndarray) or mask.shape[:2] != (height, width) or mask.size == 0:
         shape = getattr(mask, "shape", type(mask).__name__)
         raise SegmenterOutputError(f"mask of shape {shape}, expected {(height, width)}")
+    if mask.dtype != np.float32:
+        # The contract is float32: anything else would make the resize into the
+        # matte's float32 buffer allocate a new array and keep stale values.
+        raise SegmenterOutputError(f"mask of dtype {mask.dtype}, expected float32")
     if mask.ndim == 3:
         mask = mask[..., 0]
     if not np.isfinite(mask).all():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from fractions import Fraction
 from pathlib import Path
 
@@ -30,18 +31,36 @@ class VideoFileSink:
         self._stream.pix_fmt = "yuv420p"
         self._stream.options = {"preset": "veryfast", "crf": "20"}
         self._size = (width, height)
+        self._broken = False
 
     def send(self, image: np.ndarray, frame: Frame | None) -> None:
         if image.shape[1] % 2 or image.shape[0] % 2:
             image = np.pad(image, ((0, image.shape[0] % 2), (0, image.shape[1] % 2), (0, 0)), mode="edge")
         video_frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-        self._container.mux(self._stream.encode(video_frame))
+        try:
+            self._container.mux(self._stream.encode(video_frame))
+        except (OSError, av.FFmpegError) as exc:  # av.error.OSError is both; a full disk, a vanished mount
+            self._broken = True
+            raise _write_error(self.path, exc) from None
 
     def close(self) -> None:
-        if self._container is None:
+        container, self._container = self._container, None
+        if container is None:
             return
         try:
-            self._container.mux(self._stream.encode(None))
+            # After a failed write PyAV crashes (SIGSEGV) when asked to flush the encoder,
+            # so a broken file is only closed.
+            if not self._broken:
+                container.mux(self._stream.encode(None))
+        except (OSError, av.FFmpegError) as exc:
+            raise _write_error(self.path, exc) from None
         finally:
-            self._container.close()
-            self._container = None
+            with contextlib.suppress(OSError, av.FFmpegError):
+                container.close()
+
+
+def _write_error(path: Path, exc: BaseException) -> SinkError:
+    reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+    return SinkError(
+        f"writing video {path} failed ({reason})", "check free space and that the output path stays writable"
+    )

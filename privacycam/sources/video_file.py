@@ -1,13 +1,24 @@
-"""A video file decoded with PyAV, at its own frame rate, optionally looping."""
+"""A video file decoded with PyAV, at its own frame rate, optionally looping.
+
+A damaged stretch (packets the decoder rejects) is skipped with one warning, so
+the rest of the file still plays; a long run of undecodable packets, a file
+with no decodable frame at all, or one that cannot be opened, is an error.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import av
 
 from privacycam.errors import SourceError
 from privacycam.sources.base import Frame
+
+log = logging.getLogger(__name__)
+
+# Undecodable packets in a row after which the file counts as unreadable, not damaged in places.
+MAX_BAD_PACKETS_IN_A_ROW = 100
 
 
 class VideoFileSource:
@@ -17,6 +28,7 @@ class VideoFileSource:
         self.path = path
         self.loop = loop
         self.description = f"video {path}"
+        self.damaged_packets = 0
         self._index = 0
         self._open()
 
@@ -32,14 +44,41 @@ class VideoFileSource:
         stream.thread_type = "AUTO"
         self.fps = float(stream.average_rate or stream.guessed_rate or 30)
         self.size = (stream.codec_context.width, stream.codec_context.height)
-        self._frames = self._container.decode(stream)
+        # No generator of our own here: one holding `self` would form a reference cycle,
+        # and the decoder (with its threads) would live on until the garbage collector runs.
+        self._packets = self._container.demux(stream)
+        self._decoded: list[av.VideoFrame] = []
+        self._bad_in_a_row = 0
+
+    def _next_decoded(self) -> av.VideoFrame | None:
+        while not self._decoded:
+            packet = next(self._packets, None)
+            if packet is None:
+                return None
+            try:
+                self._decoded = packet.decode()
+            except av.InvalidDataError as exc:
+                self._note_damage(exc)
+                continue
+            self._bad_in_a_row = 0
+        return self._decoded.pop(0)
+
+    def _note_damage(self, exc: BaseException) -> None:
+        self.damaged_packets += 1
+        self._bad_in_a_row += 1
+        if self._bad_in_a_row >= MAX_BAD_PACKETS_IN_A_ROW:
+            raise SourceError(f"video {self.path} is damaged ({_first_line(exc)})", "re-encode the file")
+        if self.damaged_packets == 1:
+            log.warning("video %s is damaged (%s); skipping what cannot be decoded", self.path, _first_line(exc))
 
     def read(self) -> Frame | None:
         try:
-            decoded = next(self._frames, None)
-        except av.FFmpegError as exc:
+            decoded = self._next_decoded()
+        except (av.FFmpegError, OSError) as exc:
             raise SourceError(f"video {self.path} is damaged ({_first_line(exc)})", "re-encode the file") from None
         if decoded is None:
+            if self._index == 0 and self.damaged_packets:
+                raise SourceError(f"video {self.path} is damaged: no frame in it can be decoded", "re-encode the file")
             if not self.loop or self._index == 0:
                 return None
             self._container.close()
