@@ -35,6 +35,7 @@ import numpy as np
 from privacycam.config import MaskConfig
 from privacycam.roi import Box, RoiPlan, RoiSettings, RoiTracker
 from privacycam.segmenters.base import Segmenter, checked_mask
+from privacycam.segmenters.people import MainPersonState, keep_main_person
 
 # Downscaling by more than 2x with INTER_LINEAR aliases (it samples 2x2 pixels),
 # and INTER_AREA is slow except for exact integer factors. So images are halved
@@ -166,9 +167,14 @@ class EdgeRefiner:
 class Matter:
     """frame (BGR uint8, any size) -> person alpha (float32 [0,1], working resolution)."""
 
-    def __init__(self, segmenter: Segmenter, config: MaskConfig) -> None:
+    def __init__(self, segmenter: Segmenter, config: MaskConfig, people: str = "all") -> None:
         self.segmenter = segmenter
         self.config = config
+        # people: user -> only the main person stays sharp. A backend that tells
+        # people apart (Mask R-CNN) picks them itself; for the others the blobs
+        # of the mask are told apart here.
+        picks_itself = getattr(segmenter, "selects_people", False)
+        self._main_person = MainPersonState() if people == "user" and not picks_itself else None
         self._smoother = AgreementSmoother(config.smoothing, config.motion_threshold)
         self.last_segment_ms = 0.0
         model_w, model_h = segmenter.input_size
@@ -188,6 +194,8 @@ class Matter:
         self._pyramid.resize_region(0, 0, *self._frame_size, self._work_bgr)
         plan, found = self._segment(self._raw)
         np.clip(self._raw, 0.0, 1.0, out=self._raw)
+        if self._main_person is not None:
+            np.copyto(self._raw, keep_main_person(self._raw, self._main_person))
         if self._refiner is not None:
             self._refiner.refine(self._raw, self._work_bgr, plan.box)
         state = self._smoother.update(self._raw)
@@ -204,6 +212,8 @@ class Matter:
         self._smoother.reset()
         if self._tracker is not None:
             self._tracker.reset()
+        if self._main_person is not None:
+            self._main_person = MainPersonState()
 
     def close(self) -> None:
         self.segmenter.close()

@@ -15,6 +15,7 @@ from privacycam.config import Config, load_config
 from privacycam.errors import SinkError, SourceError
 from privacycam.mask import Matter, upsample_alpha
 from privacycam.segmenters import create_segmenter
+from privacycam.segmenters.background_worker import synchronous
 from privacycam.sources import open_source
 from privacycam.sources.base import FrameSource
 
@@ -23,7 +24,8 @@ log = logging.getLogger(__name__)
 
 def matte_frames(source: FrameSource, config: Config) -> Iterator[tuple[str, np.ndarray]]:
     """(frame name, uint8 alpha at the frame's size) for every frame, in order."""
-    matter = Matter(create_segmenter(config.segmenter), config.mask)
+    # every frame gets its own mask, however slow the model: no background thread
+    matter = Matter(synchronous(create_segmenter(config.segmenter)), config.mask, config.segmenter.people)
     try:
         timestamp_ms = 0
         frame_ms = 1000.0 / source.fps

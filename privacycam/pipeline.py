@@ -22,6 +22,7 @@ from privacycam.config import Config, SegmenterConfig
 from privacycam.errors import ConfigError, PrivacyCamError
 from privacycam.mask import Matter
 from privacycam.segmenters import Segmenter, create_segmenter
+from privacycam.segmenters.background_worker import synchronous
 from privacycam.sinks import Sink
 from privacycam.sources.base import Frame
 
@@ -171,6 +172,9 @@ class Pipeline:
         self.status = PipelineStatus()
         self.times = StageTimes()
         self.stop_event = threading.Event()
+        if not live:
+            # Offline every frame waits for its own mask: a slow model runs in line.
+            segmenter_factory = _in_line(segmenter_factory)
         self._segmenter_factory = segmenter_factory
         self._compositor = Compositor(config.background)  # first: a bad background image fails before a model loads
         self._loader = SegmenterLoader(config.segmenter, segmenter_factory)
@@ -339,7 +343,7 @@ class Pipeline:
     def _check_loader(self) -> None:
         self._check_next_loader()
         if self._matter is None and self._loader.segmenter is not None:
-            self._matter = Matter(self._loader.segmenter, self.config.mask)
+            self._matter = Matter(self._loader.segmenter, self.config.mask, self.config.segmenter.people)
             self.status.segmenter = self._loader.segmenter.name
         if self._loader.error is not None:
             raise self._loader.error
@@ -364,7 +368,7 @@ class Pipeline:
                 self._next_loader.close(timeout=0)
             self._next_loader = SegmenterLoader(config.segmenter, self._segmenter_factory)
         elif config.mask != old.mask and self._matter is not None:
-            self._matter = Matter(self._matter.segmenter, config.mask)
+            self._matter = Matter(self._matter.segmenter, config.mask, config.segmenter.people)
         log.info("configuration reloaded")
 
     def _note_failure(self, exc: Exception) -> None:
@@ -418,3 +422,7 @@ class Pipeline:
 
 class _NotReady(RuntimeError):
     pass
+
+
+def _in_line(factory: Callable[[SegmenterConfig], Segmenter]) -> Callable[[SegmenterConfig], Segmenter]:
+    return lambda config: synchronous(factory(config))

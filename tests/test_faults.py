@@ -554,3 +554,17 @@ def test_privacy_invariant_holds_through_random_faults():
     assert camera.failed_reads >= 2 and status.fail_closed_frames >= 20
     assert status.fail_closed_frames < 0.7 * summary["camera_frames"], "hardly any frame was really masked"
 
+
+def test_an_offline_run_gives_a_slow_background_model_every_frame():
+    """A file run waits for each mask: the background thread is unwrapped, no frame goes out hidden."""
+    from privacycam.segmenters.background_worker import BackgroundSegmenter
+
+    inner = ScriptedSegmenter(delay_s=0.05)
+    sink = RecordingSink()
+    feed = SequentialFeed(ClipSource(lucia(SMALL)[:6], loop=False))
+    pipeline = make_pipeline(feed, sink, live=False, factory=lambda _config: BackgroundSegmenter(inner))
+    pipeline.run()
+    assert len(sink.sent) == 6
+    assert _hidden_flags(pipeline, sink) == [False] * 6
+    assert len(inner.calls) == 6  # one inference per frame, in line
+    assert all(_person_kept(e.image, e.frame.image) for e in sink.sent)

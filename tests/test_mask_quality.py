@@ -319,3 +319,39 @@ def test_frame_size_change_mid_stream():
     second = matter.alpha_for(_frame(640, 480, SMALL_PERSON), 33).shape
     assert first != second and second[1] / second[0] == pytest.approx(640 / 480, rel=0.02)
 
+
+def _two_people_frame(width: int = 854, height: int = 480) -> np.ndarray:
+    frame = _frame(width, height, LARGE_PERSON)
+    bystander = _frame(width, height, (0.85, 0.4, 0.93, 0.9))
+    return np.maximum(frame, bystander)
+
+
+def _mean_alpha(alpha: np.ndarray, box: tuple[float, float, float, float]) -> float:
+    height, width = alpha.shape
+    x0, y0, x1, y1 = box
+    return float(alpha[round(y0 * height) : round(y1 * height), round(x0 * width) : round(x1 * width)].mean())
+
+
+BYSTANDER_CORE = (0.87, 0.5, 0.91, 0.85)
+USER_CORE = (0.4, 0.3, 0.65, 0.9)
+
+
+@pytest.mark.parametrize("people", ["user", "all"])
+def test_people_user_hides_the_bystander_and_all_keeps_everyone(people):
+    matter = Matter(BrightSegmenter(), MaskConfig(), people=people)
+    frame = _two_people_frame()
+    for index in range(4):
+        alpha = matter.alpha_for(frame, index * 33)
+    assert _mean_alpha(alpha, USER_CORE) > 0.9
+    bystander = _mean_alpha(alpha, BYSTANDER_CORE)
+    assert (bystander < 0.05) if people == "user" else (bystander > 0.9)
+
+
+def test_a_backend_that_picks_the_user_itself_is_not_second_guessed():
+    segmenter = BrightSegmenter()
+    segmenter.selects_people = True  # e.g. Mask R-CNN with people: user
+    matter = Matter(segmenter, MaskConfig(), people="user")
+    frame = _two_people_frame()
+    for index in range(4):
+        alpha = matter.alpha_for(frame, index * 33)
+    assert _mean_alpha(alpha, BYSTANDER_CORE) > 0.9
