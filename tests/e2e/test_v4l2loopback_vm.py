@@ -88,9 +88,9 @@ def test_guest_runs_host_python_and_returns_exit_status(image):
 
 
 def test_guest_hang_ends_at_timeout(image):
-    res = vmimage.run_guest(image, "sleep 3600", _share("hang"), timeout=30)
+    res = vmimage.run_guest(image, "sleep 3600", _share("hang"), timeout=20)
     assert res.timed_out and res.rc is None, res.explain()
-    assert res.elapsed < 60
+    assert res.elapsed < 40
     assert "did not finish within" in res.explain()
 
 
@@ -99,6 +99,7 @@ def test_guest_kernel_panic_ends_quickly(image):
         image, "echo 1 > /proc/sys/kernel/sysrq; echo c > /proc/sysrq-trigger; sleep 3600", _share("panic"), timeout=120
     )
     assert not res.timed_out and res.rc is None, res.explain()
+    assert "Kernel panic" in res.console, res.explain()
     assert "without reporting an exit status" in res.explain()
 
 
@@ -121,9 +122,6 @@ def _ensure_models(config: pytest.Config) -> None:
 def test_privacycam_end_to_end(image, pytestconfig):
     _ensure_models(pytestconfig)
     share = _share("privacycam")
-    for old in share.glob("*"):
-        if old.is_file():
-            old.unlink()
     exports = "".join(f"export {k}={shlex.quote(os.environ[k])}\n" for k in PASSED_ENV if os.environ.get(k))
     guest_test = shlex.join([sys.executable, str(HERE / "guest_e2e.py"), "--emulated", "--out", str(share)])
     script = f"{exports}exec {guest_test}"

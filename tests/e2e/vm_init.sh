@@ -36,15 +36,17 @@ mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=524288,cache=loose hostroo
 mount -t tmpfs -o size=1g tmpfs /rw
 mkdir -p /rw/upper /rw/work
 mount -t overlay overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work /newroot || die "overlay mount failed"
-mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288 outshare "/newroot$VMOUT" || die "share mount at $VMOUT failed"
 mount --move /dev /newroot/dev
 mount --move /proc /newroot/proc
 mount --move /sys /newroot/sys
 mount -t tmpfs tmpfs /newroot/run
-mount -t tmpfs tmpfs /newroot/tmp
 mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts devpts /newroot/dev/pts
 mount -t tmpfs tmpfs /newroot/dev/shm
+# Last, so no later mount hides it (the share may live anywhere, e.g. under /tmp;
+# /tmp itself stays the overlay: the host's files, writable in the guest).
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288 outshare "/newroot$VMOUT" || die "share mount at $VMOUT failed"
+[ -f "/newroot$VMOUT/cmd.sh" ] || die "the share is mounted but $VMOUT/cmd.sh is not visible in the guest"
 
 echo "[init] $(cut -d' ' -f1 /newroot/proc/uptime)s: running $VMOUT/cmd.sh"
 chroot /newroot /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \

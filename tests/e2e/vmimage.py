@@ -438,14 +438,24 @@ def run_guest(
 ) -> GuestResult:
     """Boot the guest and run `command` (a shell script, as root, in the host's
     userland) in it. `share` is a host folder, writable by the guest at the same
-    path. qemu is killed after `timeout` seconds: a hang never outlives it."""
+    path, emptied first. qemu is killed after `timeout` seconds: a hang never
+    outlives it. Two runs on one share (two pytest sessions) take turns."""
     share = share.resolve()
     if re.search(r"[\s:]", str(share)):
         raise VMError(f"share path must not contain spaces or ':' (kernel command line): {share}")
     share.mkdir(parents=True, exist_ok=True)
-    for f in ("guest-rc", "console.log"):
-        (share / f).unlink(missing_ok=True)
-    (share / "cmd.sh").write_text(command + "\n")
+    with open(share / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for old in share.iterdir():
+            if old.is_file() and old.name != ".lock":
+                old.unlink()
+        (share / "cmd.sh").write_text(command + "\n")
+        return _boot(image, share, timeout, v4l2loopback, memory, echo)
+
+
+def _boot(
+    image: Image, share: Path, timeout: float, v4l2loopback: dict[str, str] | None, memory: str, echo: bool
+) -> GuestResult:
     lb = dict(DEFAULT_V4L2LOOPBACK if v4l2loopback is None else v4l2loopback)
     lbarg = ":".join(f"{k}={v}" for k, v in lb.items())
     append = f"console=ttyS0 panic=-1 quiet loglevel=4 vmout={share} v4l2lb={lbarg}"
