@@ -318,9 +318,8 @@ def test_matte_gives_every_frame_a_mask_from_a_slow_backend(tmp_path: Path) -> N
     for path in sorted(frames.glob("*.jpg"))[:3]:
         (clip / path.name).symlink_to(path)
     weights = save_state(build_model("deeplabv3_mobilenet_v3_large"), tmp_path / "mine.pth")
-    config = Config.model_validate(
-        {"segmenter": {"backend": "deeplabv3_mobilenet_v3_large", "device": "cpu", "threads": 2, "weights_path": weights}}
-    )
+    segmenter = {"backend": "deeplabv3_mobilenet_v3_large", "device": "cpu", "threads": 2, "weights_path": weights}
+    config = Config.model_validate({"segmenter": segmenter})
     source = open_source(str(clip), config.camera)
     try:
         mattes = list(matte_frames(source, config))
