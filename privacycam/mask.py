@@ -207,6 +207,11 @@ class Matter:
             cv2.GaussianBlur(state, (0, 0), self._feather_sigma, dst=self._out)
         return self._out
 
+    @property
+    def work_frame(self) -> np.ndarray:
+        """The last frame given to `alpha_for`, shrunk to the matte's resolution (BGR uint8)."""
+        return self._work_bgr
+
     def reset(self) -> None:
         """Forget temporal state (e.g. after a camera reconnect or a scene cut)."""
         self._smoother.reset()

@@ -254,7 +254,9 @@ class Pipeline:
             t0 = time.perf_counter()
             alpha = self._alpha_for(matter, image, frame)
             t1 = time.perf_counter()
-            out = self._compositor.compose(image, alpha)
+            # the matte's own small copy of the frame, unless the matte is a reused older one
+            downscaled = matter.work_frame if self._frames_since_mask == 0 else None
+            out = self._compositor.compose(image, alpha, downscaled)
             t2 = time.perf_counter()
         except Exception as exc:  # noqa: BLE001 - any failure must fail closed, never open
             self._last_alpha = None

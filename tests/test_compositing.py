@@ -93,3 +93,19 @@ def test_cover_crops_instead_of_stretching():
     tall[:100] = 255  # top quarter white
     out = cover(tall, 100, 100)
     assert out.shape == (100, 100, 3) and out.max() == 0  # the centre crop misses the white top
+
+
+def test_blur_starts_from_the_mask_stages_small_copy_when_given():
+    frame, person, alpha = _scene()
+    work = cv2.resize(frame, (320, 180), interpolation=cv2.INTER_AREA)
+    own = Compositor(BackgroundConfig()).compose(frame, alpha).copy()
+    shared = Compositor(BackgroundConfig()).compose(frame, alpha, work).copy()
+    far = cv2.dilate(person.astype(np.uint8), np.ones((61, 61), np.uint8)) == 0
+    # the same background either way ...
+    assert np.abs(shared[far].astype(int) - own[far]).mean() < 2.0
+    # ... and the small copy really is what gets blurred (a black one gives a black room)
+    black = Compositor(BackgroundConfig()).compose(frame, alpha, np.zeros_like(work))
+    assert black[far].max() <= 2
+    # a copy smaller than the blur works at is not used
+    tiny = Compositor(BackgroundConfig()).compose(frame, alpha, np.zeros((4, 7, 3), np.uint8))
+    assert np.abs(tiny[far].astype(int) - own[far]).mean() < 0.5
