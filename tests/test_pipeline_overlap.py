@@ -1,0 +1,129 @@
+"""The mask stage runs one frame ahead of compositing, on its own thread, without mixing frames up."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from fault_kit import ClipSource, RecordingSink, make_pipeline, running, small_config
+
+from privacycam.sources.base import Frame
+from privacycam.sources.feed import SequentialFeed
+
+SIZE = (320, 180)
+SQUARE = 40
+
+
+def _moving_square_clip(count: int) -> tuple[tuple[str, np.ndarray], ...]:
+    """Textured grey frames with a white square that jumps to a new place every frame."""
+    rng = np.random.default_rng(7)
+    width, height = SIZE
+    frames = []
+    for index in range(count):
+        image = rng.integers(60, 160, (height, width, 3), dtype=np.uint8)
+        x = 20 + (index * 97) % (width - SQUARE - 40)
+        y = 20 + (index * 53) % (height - SQUARE - 40)
+        image[y : y + SQUARE, x : x + SQUARE] = 255
+        frames.append((f"{index:05d}", image))
+    return tuple(frames)
+
+
+class WhiteIsPerson:
+    """A model whose person is whatever is white in *this* frame; counts its calls."""
+
+    name = "white-is-person"
+    input_size = (160, 90)
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.threads: set[str] = set()
+        self.called = threading.Condition()
+
+    def segment(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
+        self.threads.add(threading.current_thread().name)
+        with self.called:
+            self.calls += 1
+            self.called.notify_all()
+        return (rgb.min(axis=2) > 230).astype(np.float32)
+
+    def close(self) -> None:
+        pass
+
+
+class SinkWaitingForTheNextMask(RecordingSink):
+    """Sending frame i waits until the model has been called for frame i + 1: only possible with overlap."""
+
+    def __init__(self, segmenter: WhiteIsPerson, count: int) -> None:
+        super().__init__()
+        self.segmenter = segmenter
+        self.count = count
+        self.overlapped: list[bool] = []
+
+    def send(self, image: np.ndarray, frame: Frame | None) -> None:
+        index = len(self.sent)
+        if index + 1 < self.count:
+            with self.segmenter.called:
+                seen = self.segmenter.called.wait_for(lambda: self.segmenter.calls >= index + 2, timeout=3.0)
+            self.overlapped.append(seen)
+        super().send(image, frame)
+
+
+def test_the_next_frame_is_segmented_while_this_one_is_composited_and_each_keeps_its_own_mask():
+    count = 6
+    clip = _moving_square_clip(count)
+    segmenter = WhiteIsPerson()
+    sink = SinkWaitingForTheNextMask(segmenter, count)
+    feed = SequentialFeed(ClipSource(clip, loop=False))
+    pipeline = make_pipeline(feed, sink, segmenter, config=small_config(), live=False, size=SIZE)
+    pipeline.run()
+    assert len(sink.sent) == count
+    assert sink.overlapped == [True] * (count - 1), "frame i was sent before frame i+1 reached the model"
+    assert threading.main_thread().name not in segmenter.threads  # the model runs on the mask thread
+    for entry in sink.sent:
+        square = entry.frame.image.min(axis=2) == 255
+        inner = np.zeros_like(square)
+        ys, xs = np.nonzero(square)
+        inner[ys.min() + 6 : ys.max() - 5, xs.min() + 6 : xs.max() - 5] = True
+        # a mask from another frame would blur this frame's square away
+        assert entry.image[inner].min() >= 245, f"frame {entry.frame.name} composited with another frame's mask"
+
+
+class OneFrameThenSilence:
+    """A live feed: one frame at once, then nothing for a long while (a camera at a low frame rate)."""
+
+    finished = False
+
+    def __init__(self, image: np.ndarray) -> None:
+        self.frame: Frame | None = Frame(image, 0, "00000")
+        self.delivered_at: float | None = None
+
+    def next(self, timeout: float) -> Frame | None:
+        frame, self.frame = self.frame, None
+        if frame is None:
+            time.sleep(timeout)
+            return None
+        self.delivered_at = time.monotonic()
+        frame.captured_at = time.perf_counter()
+        return frame
+
+    def set_paused(self, paused: bool) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_frame_goes_out_without_waiting_for_the_next_capture():
+    image = _moving_square_clip(1)[0][1]
+    feed = OneFrameThenSilence(image)
+    sink = RecordingSink()
+    pipeline = make_pipeline(feed, sink, WhiteIsPerson(), config=small_config(), size=SIZE)
+    with running(pipeline):
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and not any(e.frame is not None for e in sink.sent):
+            time.sleep(0.01)
+    camera_frames = [e for e in sink.sent if e.frame is not None]
+    assert camera_frames, "the only frame never went out"
+    # the next capture never comes; the frame must not wait for it (placeholders start after ~0.2 s)
+    assert camera_frames[0].at - feed.delivered_at < 0.15
