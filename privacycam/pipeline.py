@@ -298,7 +298,8 @@ class Pipeline:
         try:
             job.result()
         except Exception as exc:  # noqa: BLE001 - handed on: that frame fails closed
-            masked.error = exc
+            # without its traceback, which holds this frame's locals (the frame itself) alive
+            masked.error = exc.with_traceback(None)
         if masked.error is None:
             self._last_alpha, self._frames_since_mask = masked.alpha, 0
         else:
@@ -314,15 +315,17 @@ class Pipeline:
     def _filter(self, masked: _Masked) -> np.ndarray:
         if not masked.filtered:  # privacy came on after this frame was captured: no mask for it
             return self._compositor.compose_hidden(masked.image)
-        try:
-            if masked.error is not None:
-                raise masked.error
-            t0 = time.perf_counter()
-            out = self._compositor.compose(masked.image, masked.alpha, masked.downscaled)
-            composite_ms = (time.perf_counter() - t0) * 1000
-        except Exception as exc:  # noqa: BLE001 - any failure must fail closed, never open
+        failure = masked.error
+        if failure is None:
+            try:
+                t0 = time.perf_counter()
+                out = self._compositor.compose(masked.image, masked.alpha, masked.downscaled)
+                composite_ms = (time.perf_counter() - t0) * 1000
+            except Exception as exc:  # noqa: BLE001 - any failure must fail closed, never open
+                failure = exc.with_traceback(None)
+        if failure is not None:
             self._last_alpha = None
-            self._note_failure(exc)
+            self._note_failure(failure)
             return self._compositor.compose_hidden(masked.image)
         self.times.segment += masked.segment_ms
         self.times.mask += masked.mask_ms

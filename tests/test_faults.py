@@ -5,6 +5,7 @@ frame is filtered or the placeholder, whatever goes wrong."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import cv2
@@ -568,3 +570,29 @@ def test_an_offline_run_gives_a_slow_background_model_every_frame():
     assert _hidden_flags(pipeline, sink) == [False] * 6
     assert len(inner.calls) == 6  # one inference per frame, in line
     assert all(_person_kept(e.image, e.frame.image) for e in sink.sent)
+
+
+class FrameKeepingCount(RecordingSink):
+    """Notes, at each send, how many of the frames sent before are still alive somewhere."""
+
+    def __init__(self) -> None:
+        super().__init__(keep_images=False)
+        self.earlier: list[weakref.ref] = []
+        self.alive_at_end = 0
+
+    def send(self, image, frame) -> None:
+        super().send(image, None)  # keeps no reference to the frame itself
+        if frame is not None:
+            self.earlier.append(weakref.ref(frame))
+        gc.collect()
+        self.alive_at_end = sum(ref() is not None for ref in self.earlier[:-3])
+
+
+@pytest.mark.parametrize("failure", ["raise", "nan"])
+def test_failing_frames_are_not_kept_alive(failure):
+    """A model failing for hours must not pin every failed frame in memory (exception tracebacks)."""
+    sink = FrameKeepingCount()
+    feed = SequentialFeed(ClipSource(lucia(SMALL)[:20], loop=False))
+    make_pipeline(feed, sink, ScriptedSegmenter(lambda _: failure), live=False).run()
+    assert len(sink.earlier) == 20
+    assert sink.alive_at_end == 0
