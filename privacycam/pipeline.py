@@ -202,6 +202,8 @@ class Pipeline:
         self._matte_copies: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] = ({}, {})
         self._copy_slot = 0
         self._pending: _Masked | None = None  # masked, not yet composited
+        self._mask_ms = _Average()  # how long a frame's mask takes
+        self._publish_ms = _Average()  # how long compositing and sending a frame take
         # On-demand: camera closed because nobody watches. The daemon starts the feed
         # paused in that case, so the pipeline starts idle until a reader appears.
         self.idle = on_demand
@@ -262,7 +264,18 @@ class Pipeline:
                 self._maybe_placeholder()
             return True
         self._pending = self._finish_mask(*started)
+        if not self._overlap_pays():
+            self._publish(self._pending)
+            self._pending = None
         return True
+
+    def _overlap_pays(self) -> bool:
+        """Hold a masked frame back for overlap only while masking is the slower stage.
+
+        When compositing + sending is slower (a slow consumer), a frame held back
+        would wait for it and go out stale: then each frame goes out at once.
+        """
+        return self._publish_ms.value < self._mask_ms.value
 
     def _start_mask(self, frame: Frame) -> tuple[_Masked, Future | None]:
         self.status.frames_in += 1
@@ -297,6 +310,7 @@ class Pipeline:
             return masked
         try:
             job.result()
+            self._mask_ms.add(masked.segment_ms + masked.mask_ms)
         except Exception as exc:  # noqa: BLE001 - handed on: that frame fails closed
             # without its traceback, which holds this frame's locals (the frame itself) alive
             masked.error = exc.with_traceback(None)
@@ -307,10 +321,12 @@ class Pipeline:
         return masked
 
     def _publish(self, masked: _Masked) -> None:
+        started = time.perf_counter()
         image = masked.image
         if self.privacy.on:
             image = self._filter(masked)
         self._send(image, masked.frame)
+        self._publish_ms.add((time.perf_counter() - started) * 1000)
 
     def _filter(self, masked: _Masked) -> np.ndarray:
         if not masked.filtered:  # privacy came on after this frame was captured: no mask for it
@@ -495,6 +511,17 @@ class _Masked:
     error: Exception | None = None
     segment_ms: float = 0.0
     mask_ms: float = 0.0
+
+
+class _Average:
+    """Exponential moving average of a duration."""
+
+    def __init__(self, weight: float = 0.1) -> None:
+        self.weight = weight
+        self.value = 0.0
+
+    def add(self, sample: float) -> None:
+        self.value += self.weight * (sample - self.value)
 
 
 def _copy_into(copies: dict[str, np.ndarray], name: str, array: np.ndarray) -> np.ndarray:

@@ -35,7 +35,8 @@ class WhiteIsPerson:
     name = "white-is-person"
     input_size = (160, 90)
 
-    def __init__(self) -> None:
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
         self.calls = 0
         self.threads: set[str] = set()
         self.called = threading.Condition()
@@ -45,6 +46,7 @@ class WhiteIsPerson:
         with self.called:
             self.calls += 1
             self.called.notify_all()
+        time.sleep(self.delay_s)
         return (rgb.min(axis=2) > 230).astype(np.float32)
 
     def close(self) -> None:
@@ -52,7 +54,7 @@ class WhiteIsPerson:
 
 
 class SinkWaitingForTheNextMask(RecordingSink):
-    """Sending frame i waits until the model has been called for frame i + 1: only possible with overlap."""
+    """Sending frame i waits (briefly) until the model has been called for frame i + 1: only possible with overlap."""
 
     def __init__(self, segmenter: WhiteIsPerson, count: int) -> None:
         super().__init__()
@@ -64,21 +66,22 @@ class SinkWaitingForTheNextMask(RecordingSink):
         index = len(self.sent)
         if index + 1 < self.count:
             with self.segmenter.called:
-                seen = self.segmenter.called.wait_for(lambda: self.segmenter.calls >= index + 2, timeout=3.0)
+                seen = self.segmenter.called.wait_for(lambda: self.segmenter.calls >= index + 2, timeout=1.0)
             self.overlapped.append(seen)
         super().send(image, frame)
 
 
 def test_the_next_frame_is_segmented_while_this_one_is_composited_and_each_keeps_its_own_mask():
-    count = 6
+    count = 8
     clip = _moving_square_clip(count)
-    segmenter = WhiteIsPerson()
+    segmenter = WhiteIsPerson(delay_s=0.05)  # masking is the slower stage: overlap pays
     sink = SinkWaitingForTheNextMask(segmenter, count)
     feed = SequentialFeed(ClipSource(clip, loop=False))
     pipeline = make_pipeline(feed, sink, segmenter, config=small_config(), live=False, size=SIZE)
     pipeline.run()
     assert len(sink.sent) == count
-    assert sink.overlapped == [True] * (count - 1), "frame i was sent before frame i+1 reached the model"
+    # the first frames go out one by one, until the stage times are known
+    assert sink.overlapped[2:] == [True] * (count - 3), "frame i was sent before frame i+1 reached the model"
     assert threading.main_thread().name not in segmenter.threads  # the model runs on the mask thread
     for entry in sink.sent:
         square = entry.frame.image.min(axis=2) == 255
@@ -87,6 +90,11 @@ def test_the_next_frame_is_segmented_while_this_one_is_composited_and_each_keeps
         inner[ys.min() + 6 : ys.max() - 5, xs.min() + 6 : xs.max() - 5] = True
         # a mask from another frame would blur this frame's square away
         assert entry.image[inner].min() >= 245, f"frame {entry.frame.name} composited with another frame's mask"
+    for entry, following in zip(sink.sent[:-1], sink.sent[1:], strict=True):
+        # and a background blurred from the next frame would show that frame's square as a bright blob
+        ys, xs = np.nonzero(following.frame.image.min(axis=2) == 255)
+        centre = entry.image[ys.min() + 12 : ys.max() - 11, xs.min() + 12 : xs.max() - 11]
+        assert centre.mean() < 150, f"frame {entry.frame.name}'s background was blurred from the next frame"
 
 
 class OneFrameThenSilence:
