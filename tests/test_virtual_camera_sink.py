@@ -100,3 +100,31 @@ def test_device_found_by_card_label_in_sysfs(tmp_path):
     assert loopback_devices(str(tmp_path)) == {"/dev/video0": "Integrated Camera", "/dev/video10": "PrivacyCam"}
     assert find_device_by_label("PrivacyCam", str(tmp_path)) == "/dev/video10"
     assert find_device_by_label("Other", str(tmp_path)) is None
+
+
+@pytest.mark.parametrize(
+    ("fps", "per_frame"),
+    [(15, (1, 15)), (30, (1, 30)), (29.97, (100, 2997)), (30000 / 1001, (1001, 30000)), (7.5, (2, 15))],
+)
+def test_the_advertised_frame_rate_is_laid_out_like_the_kernels_v4l2_streamparm(fps, per_frame):
+    from fractions import Fraction
+
+    from privacycam.sinks.virtual_camera import VIDIOC_S_PARM, streamparm_for
+
+    request = streamparm_for(Fraction(fps).limit_denominator(1001))
+    # linux/videodev2.h: __u32 type; union { struct v4l2_outputparm { __u32 capability, outputmode;
+    # struct v4l2_fract timeperframe; ... } output; __u8 raw_data[200]; } parm;
+    assert len(request) == 204
+    assert int.from_bytes(request[0:4], "little") == 2  # V4L2_BUF_TYPE_VIDEO_OUTPUT
+    assert (int.from_bytes(request[12:16], "little"), int.from_bytes(request[16:20], "little")) == per_frame
+    assert not any(request[4:12]) and not any(request[20:])
+    assert VIDIOC_S_PARM == 0xC0CC5616  # _IOWR('V', 22, 204 bytes)
+
+
+def test_a_device_that_refuses_the_frame_rate_is_not_an_error(tmp_path):
+    from privacycam.sinks.virtual_camera import advertise_frame_rate
+
+    not_a_device = tmp_path / "video10"
+    not_a_device.write_bytes(b"")
+    assert advertise_frame_rate(str(not_a_device), 15) is False  # ENOTTY: logged, ignored
+    assert advertise_frame_rate(str(tmp_path / "missing"), 15) is False

@@ -7,9 +7,12 @@ converted to I420 here (the loopback's native format) so pyvirtualcam only copie
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import logging
 import os
+import struct
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -29,6 +32,42 @@ RELOAD_HELP = (
     "`sudo modprobe -r v4l2loopback && sudo modprobe v4l2loopback` "
     "(with the options from /etc/modprobe.d/privacycam.conf), or install v4l2loopback >= 0.13"
 )
+
+
+# VIDIOC_S_PARM = _IOWR('V', 22, struct v4l2_streamparm): a 4-byte buffer type,
+# then a 200-byte union whose output parameters hold timeperframe at offset 8.
+VIDIOC_S_PARM = (3 << 30) | (204 << 16) | (ord("V") << 8) | 22
+V4L2_BUF_TYPE_VIDEO_OUTPUT = 2
+STREAMPARM = struct.Struct("=I8xII184x")  # type, (capability, outputmode), timeperframe num/den, rest
+
+
+def streamparm_for(rate: Fraction) -> bytes:
+    """struct v4l2_streamparm for an output at `rate` frames per second (time per frame = 1 / rate)."""
+    return STREAMPARM.pack(V4L2_BUF_TYPE_VIDEO_OUTPUT, rate.denominator, rate.numerator)
+
+
+def advertise_frame_rate(device: str, fps: float) -> bool:
+    """Tell readers the frame rate we send (v4l2loopback says 30 fps otherwise).
+
+    pyvirtualcam does not set it, and apps size their expectations by it. One
+    ioctl, so written here rather than adding a V4L2 binding; a failure only
+    costs the hint, so it is logged and ignored.
+    """
+    rate = Fraction(fps).limit_denominator(1001)  # 29.97 -> 30000/1001
+    request = bytearray(streamparm_for(rate))
+    try:
+        descriptor = os.open(device, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        log.debug("cannot open %s to set its frame rate: %s", device, exc)
+        return False
+    try:
+        fcntl.ioctl(descriptor, VIDIOC_S_PARM, request)
+    except OSError as exc:
+        log.debug("%s did not take the frame rate %.3g fps: %s", device, fps, exc)
+        return False
+    finally:
+        os.close(descriptor)
+    return True
 
 
 def loopback_devices(sysfs: str = SYSFS_VIDEO) -> dict[str, str]:
@@ -71,6 +110,8 @@ class VirtualCameraSink:
             raise _explain(exc, device) from None
         self.device = self._camera.device
         self.description = f"virtual camera {self.device} ({label})"
+        if os.path.exists(str(self.device)):
+            advertise_frame_rate(str(self.device), fps)
         self._i420 = np.empty((height * 3 // 2, width), np.uint8)
         # A test backend may name no real device node; then assume someone watches.
         self._readers = ReaderWatch(self.device) if os.path.exists(str(self.device)) else None

@@ -114,7 +114,7 @@ def find_device(label: str) -> str | None:
 def v4l2_info(dev: str) -> dict:
     """Card name, capture capability and current format, from v4l2-ctl."""
     out = subprocess.run(
-        ["v4l2-ctl", "-d", dev, "--info", "--get-fmt-video"], capture_output=True, text=True, timeout=30
+        ["v4l2-ctl", "-d", dev, "--info", "--get-fmt-video", "--get-parm"], capture_output=True, text=True, timeout=30
     ).stdout
     info: dict = {"capture": False}
     if m := re.search(r"Card type\s*:\s*(.+)", out):
@@ -127,6 +127,8 @@ def v4l2_info(dev: str) -> dict:
         info["size"] = (int(m.group(1)), int(m.group(2)))
     if m := re.search(r"Pixel Format\s*:\s*'(\w+)'", out):
         info["format"] = m.group(1)
+    if m := re.search(r"Frames per second\s*:\s*([\d.]+)", out):
+        info["fps"] = float(m.group(1))
     return info
 
 
@@ -528,6 +530,11 @@ class Tester:
             info and info.get("card") == self.a.output_label,
             info or v4l2_info(self.out_dev),
         )
+        self.c.check(
+            "the device advertises the configured frame rate (before any app set its own)",
+            info and abs(info.get("fps", 0) - self.fps) < 0.01,
+            f"{info.get('fps') if info else None} fps (configured {self.fps})",
+        )
         # On-demand: nobody watches yet, so the camera must be off.
         idle = wait_until(lambda: (s := self.status()) and not s.get("camera_open") and s, 20, interval=1.0)
         self.c.check(
@@ -606,7 +613,8 @@ class Tester:
         stream = re.search(r"Stream #0:0.*?Video: (.*)", err)
         self.c.note("ffmpeg input stream", stream.group(1).strip() if stream else None)
         if stream and (rate := re.search(r", ([\d.]+) fps", stream.group(1))):
-            self.c.note("frame rate the device advertises", f"{rate.group(1)} (configured {self.fps})")
+            # OpenCV asks for 30 fps when it opens a device, and v4l2loopback lets a reader change it
+            self.c.note("frame rate the device advertises after OpenCV opened it", rate.group(1))
         n = len(p.stdout) // (self.w * self.h * 3)
         if not self.c.check(
             "ffmpeg -f v4l2 reads PrivacyCam",
