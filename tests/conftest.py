@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -35,6 +37,16 @@ def first_frames(name: str, count: int, dest: Path) -> Path:
     for frame in frames:
         (dest / frame.name).symlink_to(frame)
     return dest
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.02) -> None:
+    """Poll `condition` until it is truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def laplacian_variance(image: np.ndarray, region: np.ndarray) -> float:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
-from conftest import cli_env, start_cli
+from conftest import cli_env, start_cli, wait_until
 
 from privacycam.control.client import send_command
 from privacycam.errors import PrivacyCamError
@@ -30,12 +29,7 @@ class RunningDaemon:
         return send_command(self.socket, command)
 
     def wait_until(self, condition, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if condition():
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}")
+        wait_until(condition, timeout, what, interval=0.1)  # each poll is a socket round trip
 
     def stop(self, timeout: float = 15) -> tuple[int, str]:
         if self.process.poll() is None:

@@ -12,8 +12,8 @@ import av
 import cv2
 import numpy as np
 import pytest
-from conftest import laplacian_variance, read_gray, run_cli, sequence
-from fault_kit import ClipSource, RecordingSink, lucia, make_pipeline, wait_until
+from conftest import laplacian_variance, read_gray, run_cli, sequence, wait_until
+from fault_kit import ClipSource, RecordingSink, lucia, make_pipeline
 from PIL import Image
 
 from privacycam.compositing import Compositor

@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO, cli_env, laplacian_variance, read_gray, sequence, start_cli
+from conftest import REPO, cli_env, laplacian_variance, read_gray, sequence, start_cli, wait_until
 from daemon_helpers import RunningDaemon
 from fault_kit import (
     GARBAGE_KINDS,
@@ -42,7 +42,6 @@ from fault_kit import (
     placeholders,
     running,
     small_config,
-    wait_until,
 )
 
 from privacycam.compositing import Compositor
