@@ -95,6 +95,11 @@ class Compositor:
             self._blend_into_out(frame, box)
         return self._out
 
+    @property
+    def blurs(self) -> bool:
+        """Whether the background comes from the frame (and `compose` can use a downscaled copy)."""
+        return self.config.mode == "blur"
+
     def compose_hidden(self, frame: np.ndarray) -> np.ndarray:
         """Fail-closed frame: background only, the person hidden too."""
         self._prepare(frame)
@@ -129,7 +134,7 @@ class Compositor:
         self, frame: np.ndarray, alpha: np.ndarray | None, out: np.ndarray, downscaled: np.ndarray | None = None
     ) -> np.ndarray:
         """Writes the full-size background into `out` and returns it."""
-        if self.config.mode != "blur":
+        if not self.blurs:
             np.copyto(out, self._fixed_bg)
             return out
         # Shrinking the full frame is the blur's biggest cost (0.8 ms at 720p):

@@ -301,7 +301,8 @@ class Pipeline:
         t0 = time.perf_counter()
         alpha = matter.alpha_for(masked.image, masked.frame.timestamp_ms)
         masked.alpha = _copy_into(copies, "alpha", alpha)
-        masked.downscaled = _copy_into(copies, "downscaled", matter.work_frame)
+        if self._compositor.blurs:  # an image or colour background never looks at the frame
+            masked.downscaled = _copy_into(copies, "downscaled", matter.work_frame)
         masked.segment_ms = matter.last_segment_ms
         masked.mask_ms = (time.perf_counter() - t0) * 1000 - masked.segment_ms
 
