@@ -53,7 +53,7 @@ def advertise_frame_rate(device: str, fps: float) -> bool:
     ioctl, so written here rather than adding a V4L2 binding; a failure only
     costs the hint, so it is logged and ignored.
     """
-    rate = Fraction(fps).limit_denominator(1001)  # 29.97 -> 30000/1001
+    rate = Fraction(fps).limit_denominator(1001)  # 15 -> 15/1, 29.97 -> 2997/100, NTSC 30000/1001 kept
     request = bytearray(streamparm_for(rate))
     try:
         descriptor = os.open(device, os.O_WRONLY | os.O_NONBLOCK)
@@ -110,11 +110,12 @@ class VirtualCameraSink:
             raise _explain(exc, device) from None
         self.device = self._camera.device
         self.description = f"virtual camera {self.device} ({label})"
-        if os.path.exists(str(self.device)):
-            advertise_frame_rate(str(self.device), fps)
         self._i420 = np.empty((height * 3 // 2, width), np.uint8)
         # A test backend may name no real device node; then assume someone watches.
-        self._readers = ReaderWatch(self.device) if os.path.exists(str(self.device)) else None
+        self._readers = None
+        if os.path.exists(str(self.device)):
+            advertise_frame_rate(str(self.device), fps)
+            self._readers = ReaderWatch(self.device)
 
     @property
     def consumer_watching(self) -> bool:
