@@ -76,6 +76,9 @@ class SegmenterConfig(_Section):
     backend: Literal[SEGMENTER_BACKENDS] = "mediapipe"  # type: ignore[valid-type]
     model: Literal["general", "landscape"] = "general"
     model_path: Path | None = None
+    # What runs the MediaPipe model: litert (the TensorFlow Lite interpreter, direct)
+    # or mediapipe (its Tasks API). Same masks; litert is ~1.5 ms/frame cheaper.
+    runtime: Literal["litert", "mediapipe"] = "litert"
     threads: Annotated[int, Field(ge=1, le=64)] = 1
     device: Literal["cpu", "cuda", "auto"] = "auto"
     weights_path: Path | None = None

@@ -37,6 +37,7 @@ def check_python() -> list[Check]:
         ("opencv-contrib-python", True),
         ("numpy", True),
         ("mediapipe", True),
+        ("ai-edge-litert", True),
         ("pyvirtualcam", True),
         ("pynput", True),
         ("PyYAML", True),

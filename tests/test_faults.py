@@ -394,12 +394,12 @@ def test_sigterm_during_start_up_stops_cleanly(runtime_dir):
 
 SLOW_MODEL = """
 import sys, time
-from privacycam.segmenters import mediapipe_selfie
-real_init = mediapipe_selfie.MediaPipeSelfieSegmenter.__init__
+from privacycam.segmenters import litert_selfie
+real_init = litert_selfie.LiteRtSelfieSegmenter.__init__
 def slow_init(self, *args, **kwargs):
     time.sleep(float(sys.argv[1]))
     real_init(self, *args, **kwargs)
-mediapipe_selfie.MediaPipeSelfieSegmenter.__init__ = slow_init
+litert_selfie.LiteRtSelfieSegmenter.__init__ = slow_init
 from privacycam.cli import main
 sys.exit(main(sys.argv[2:]))
 """
