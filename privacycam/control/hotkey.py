@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,7 @@ NO_BACKEND_HINT = (
     "bind `privacycam toggle` to a desktop keyboard shortcut instead (GNOME/KDE settings > Keyboard > Shortcuts)"
 )
 JOIN_TIMEOUT_S = 1.0
+READY_TIMEOUT_S = 2.0
 
 
 class HotkeyListener:
@@ -32,6 +34,14 @@ class HotkeyListener:
         self._listener = keyboard.Listener(on_press=self._press, on_release=self._release)
         self._listener.daemon = True
         self._listener.start()
+        # The listener connects to X on its own thread; a key pressed before that
+        # is lost. Wait for it, but never forever (wait() has no timeout and
+        # would block for good if the thread died first).
+        waiter = threading.Thread(target=self._listener.wait, daemon=True)
+        waiter.start()
+        waiter.join(READY_TIMEOUT_S)
+        if waiter.is_alive():
+            log.info("hotkey %r: the keyboard listener is not ready after %.0f s", key, READY_TIMEOUT_S)
 
     def _modifier(self, key) -> str | None:
         k = self._keyboard.Key
