@@ -17,37 +17,56 @@ import numpy as np
 
 from privacycam.errors import ModelError
 from privacycam.models import model_path
-from privacycam.segmenters.mediapipe_selfie import quiet_native_stderr
+from privacycam.segmenters.native_stderr import quiet_native_stderr
+
+
+def open_interpreter(file: Path, threads: int):
+    """A LiteRT interpreter with its tensors allocated, or a ModelError that says what to do."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        with quiet_native_stderr():
+            interpreter = Interpreter(model_path=str(file), num_threads=threads)
+            interpreter.allocate_tensors()
+    except (RuntimeError, ValueError) as exc:
+        raise ModelError(
+            f"LiteRT cannot load {file}: {str(exc).splitlines()[0]}",
+            "point segmenter.model_path at a selfie-segmentation .tflite or run `privacycam models install`",
+        ) from None
+    return interpreter
+
+
+def image_input(interpreter, file: Path) -> tuple[int, int, int]:
+    """(tensor index, height, width) of the model's one 1xHxWx3 float input, else a ModelError."""
+    inputs = interpreter.get_input_details()
+    shape = tuple(inputs[0]["shape"]) if len(inputs) == 1 else ()
+    if len(shape) != 4 or shape[0] != 1 or shape[3] != 3 or inputs[0]["dtype"] != np.float32:
+        raise ModelError(
+            f"{file} does not take one 1xHxWx3 float image (inputs: {[tuple(i['shape']) for i in inputs]})",
+            "point segmenter.model_path at a selfie-segmentation .tflite or run `privacycam models install`",
+        )
+    return inputs[0]["index"], int(shape[1]), int(shape[2])
+
+
+def mask_output(interpreter, file: Path, height: int, width: int) -> int:
+    """Index of the model's 1xHxWx1 output (the person mask), else a ModelError."""
+    for output in interpreter.get_output_details():
+        if tuple(output["shape"]) == (1, height, width, 1):
+            return output["index"]
+    raise ModelError(
+        f"{file} is not a selfie-segmentation model (no 1x{height}x{width}x1 mask output)",
+        "point segmenter.model_path at a model with one 1xHxWx3 input and a 1xHxWx1 mask output",
+    )
 
 
 class LiteRtSelfieSegmenter:
     def __init__(self, model: str = "general", path: Path | None = None, threads: int = 1) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
         file = path or model_path(model)
         self.name = f"mediapipe-{model}" if path is None else f"mediapipe:{path.name}"
-        try:
-            with quiet_native_stderr():
-                interpreter = Interpreter(model_path=str(file), num_threads=threads)
-                interpreter.allocate_tensors()
-        except (RuntimeError, ValueError) as exc:
-            raise ModelError(
-                f"LiteRT cannot load {file}: {str(exc).splitlines()[0]}",
-                "point segmenter.model_path at a selfie-segmentation .tflite or run `privacycam models install`",
-            ) from None
-        inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
-        shape_in = tuple(inputs[0]["shape"]) if len(inputs) == 1 else ()
-        shape_out = tuple(outputs[0]["shape"]) if outputs else ()
-        if len(shape_in) != 4 or shape_in[0] != 1 or shape_in[3] != 3 or shape_out != (*shape_in[:3], 1):
-            raise ModelError(
-                f"{file} is not a selfie-segmentation model (input {shape_in}, output {shape_out})",
-                "point segmenter.model_path at a model with one 1xHxWx3 input and a 1xHxWx1 mask output",
-            )
-        height, width = int(shape_in[1]), int(shape_in[2])
+        self._interpreter = open_interpreter(file, threads)
+        self._input_index, height, width = image_input(self._interpreter, file)
+        self._output_index = mask_output(self._interpreter, file, height, width)
         self.input_size = (width, height)
-        self._interpreter = interpreter
-        self._input_index = inputs[0]["index"]
-        self._output_index = outputs[0]["index"]
         self._input = np.empty((1, height, width, 3), np.float32)
         self._mask = np.empty((height, width), np.float32)
         with quiet_native_stderr():  # the XNNPACK delegate announces itself on the first call
@@ -55,13 +74,17 @@ class LiteRtSelfieSegmenter:
 
     def segment(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
         """timestamp_ms is unused: the model looks at one frame at a time."""
-        np.multiply(rgb, np.float32(1.0 / 255.0), out=self._input[0], casting="unsafe")
-        self._interpreter.set_tensor(self._input_index, self._input)
-        self._interpreter.invoke()
+        self._invoke(self._interpreter, self._input_index, rgb)
         # tensor() is a view of the interpreter's buffer: copy out and drop it
         # before the next invoke (which refuses to run while views are alive).
         np.copyto(self._mask, self._interpreter.tensor(self._output_index)()[0, :, :, 0])
         return self._mask
+
+    def _invoke(self, interpreter, input_index: int, rgb: np.ndarray) -> None:
+        """Run a model on an RGB uint8 image, scaled to [0, 1] as MediaPipe feeds it."""
+        np.multiply(rgb, np.float32(1.0 / 255.0), out=self._input[0], casting="unsafe")
+        interpreter.set_tensor(input_index, self._input)
+        interpreter.invoke()
 
     def close(self) -> None:
         self._interpreter = None

@@ -2,37 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from privacycam.errors import ModelError
 from privacycam.models import MODELS, model_path
+from privacycam.segmenters.native_stderr import quiet_native_stderr
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def quiet_native_stderr() -> Iterator[None]:
-    """Silence TensorFlow Lite's and absl's C++ start-up chatter, which ignores Python logging.
-
-    Only wraps model creation and warm-up, so no message of ours is lost.
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 class MediaPipeSelfieSegmenter:
