@@ -74,7 +74,7 @@ class OutputConfig(_Section):
 
 class SegmenterConfig(_Section):
     backend: Literal[SEGMENTER_BACKENDS] = "mediapipe"  # type: ignore[valid-type]
-    model: Literal["general", "landscape"] = "general"
+    model: Literal["general", "landscape", "pose"] = "general"
     model_path: Path | None = None
     # What runs the MediaPipe model: litert (the TensorFlow Lite interpreter, direct)
     # or mediapipe (its Tasks API). Same masks; litert is ~1.5 ms/frame cheaper.
@@ -91,6 +91,15 @@ class SegmenterConfig(_Section):
         if value is not None and not value.expanduser().is_file():
             raise ValueError(f"file {value} does not exist")
         return value.expanduser() if value is not None else None
+
+    @model_validator(mode="after")
+    def _pose_runs_on_litert(self) -> SegmenterConfig:
+        if self.backend == "mediapipe" and self.model == "pose":
+            if self.runtime != "litert":
+                raise ValueError("model pose runs only with runtime litert (MediaPipe's Tasks API cannot run it)")
+            if self.model_path is not None:
+                raise ValueError("model_path replaces the selfie model; leave it unset with model pose")
+        return self
 
 
 class MaskConfig(_Section):

@@ -260,8 +260,13 @@ class Matter:
         fx, fy = self._work_to_frame
         self._pyramid.resize_region(box.x0 * fx, box.y0 * fy, box.x1 * fx, box.y1 * fy, self._model_bgr)
         cv2.cvtColor(self._model_bgr, cv2.COLOR_BGR2RGB, dst=self._model_rgb)
+        # A segmenter with a model for crops around a person (segmenter.model: pose)
+        # gets those; whole frames always go to the model that sees everyone.
+        segment_crop = getattr(self.segmenter, "segment_crop", None)
+        whole = (box.width, box.height) == self._work_size
+        segment = self.segmenter.segment if segment_crop is None or whole else segment_crop
         started = time.perf_counter()
-        confidence = self.segmenter.segment(self._model_rgb, self._timestamp_ms)
+        confidence = segment(self._model_rgb, self._timestamp_ms)
         self.last_segment_ms += (time.perf_counter() - started) * 1000
         model_w, model_h = self.segmenter.input_size
         confidence = checked_mask(confidence, model_h, model_w)

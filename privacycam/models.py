@@ -1,9 +1,9 @@
-"""MediaPipe selfie-segmentation model files: where they live and how they get there.
+"""MediaPipe model files (selfie segmentation, pose): where they live and how they get there.
 
 The current mediapipe release runs these models (Tasks API) but no longer ships
 them. The last release whose wheel carries them is mediapipe 0.10.21, so
 `privacycam models install` asks pip for that wheel from the package index
-(no model hub involved), takes the two .tflite files out of it, checks their
+(no model hub involved), takes the .tflite files out of it, checks their
 sha256 and stores them in the user's data folder. Nothing downloads at run time.
 """
 
@@ -47,6 +47,15 @@ MODELS = {
         "mediapipe/modules/selfie_segmentation/selfie_segmentation_landscape.tflite",
         "a77d03f4659b9f6b6c1f5106947bf40e99d7655094b6527f214ea7d451106edd",
         (256, 144),
+    ),
+    # MediaPipe Pose's landmark model; its person mask serves crops around one
+    # person (segmenter.model: pose, see segmenters/litert_pose.py).
+    "pose": ModelFile(
+        "pose",
+        "pose_landmark_full.tflite",
+        "mediapipe/modules/pose_landmark/pose_landmark_full.tflite",
+        "e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f",
+        (256, 256),
     ),
 }
 

@@ -11,6 +11,10 @@ __all__ = ["Segmenter", "SegmenterOutputError", "checked_mask", "create_segmente
 
 def create_segmenter(config: SegmenterConfig) -> Segmenter:
     """Build the configured segmenter; slow (loads a model), so call it off the frame path."""
+    if config.backend == "mediapipe" and config.model == "pose":
+        from privacycam.segmenters.litert_pose import PoseCropSegmenter
+
+        return PoseCropSegmenter(config.threads)
     if config.backend == "mediapipe" and config.runtime == "litert":
         from privacycam.segmenters.litert_selfie import LiteRtSelfieSegmenter
 

@@ -4,6 +4,10 @@ A segmenter turns an RGB image at its preferred input size into a person
 confidence map: float32, same height and width as the input, values in [0, 1].
 Everything else (region of interest, temporal smoothing, feathering, upsampling)
 belongs to `privacycam.mask`, so backends stay small and swappable.
+
+Optional, looked up with getattr by `privacycam.mask.Matter`: `segment_crop`
+(same contract, for crops around a person; see segmenters/litert_pose.py),
+`selects_people` and `asynchronous` (see segmenters/background_worker.py).
 """
 
 from __future__ import annotations
