@@ -24,7 +24,7 @@ import numpy as np
 
 from privacycam.compositing import Compositor, cover
 from privacycam.config import Config, SegmenterConfig
-from privacycam.errors import ConfigError, PrivacyCamError
+from privacycam.errors import ConfigError, ModelError, PrivacyCamError
 from privacycam.mask import Matter
 from privacycam.segmenters import Segmenter, create_segmenter
 from privacycam.segmenters.background_worker import synchronous
@@ -122,6 +122,13 @@ class SegmenterLoader:
             segmenter = factory(config)
         except PrivacyCamError as exc:
             self.error = exc
+            return
+        except Exception as exc:  # noqa: BLE001 - a model's own failure must not leave frames hidden forever
+            detail = str(exc).splitlines()[0] if str(exc) else ""
+            self.error = ModelError(
+                f"segmenter {config.backend} failed to load ({type(exc).__name__}: {detail})",
+                "check the segmenter settings and model files; `privacycam doctor` checks the installation",
+            )
             return
         with self._lock:
             if self._abandoned:  # the pipeline stopped while we loaded

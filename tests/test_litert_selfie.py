@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ from conftest import cli_env, run_cli, sequence
 
 from privacycam.config import SegmenterConfig
 from privacycam.errors import ModelError
+from privacycam.pipeline import SegmenterLoader
 from privacycam.segmenters import create_segmenter
 from privacycam.segmenters.litert_selfie import LiteRtSelfieSegmenter
 from privacycam.segmenters.mediapipe_selfie import MediaPipeSelfieSegmenter
@@ -106,3 +109,28 @@ def test_cli_names_the_bad_model_file(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert "LiteRT cannot load" in result.stderr and "broken.tflite" in result.stderr and "Fix:" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("runtime", "module", "fix"),
+    [
+        ("litert", "ai_edge_litert.interpreter", "pip install ai-edge-litert"),
+        ("mediapipe", "mediapipe", "pip install mediapipe"),
+    ],
+)
+def test_a_runtime_that_cannot_be_imported_is_one_clear_error(monkeypatch, runtime, module, fix):
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
+    with pytest.raises(ModelError, match="cannot be imported") as caught:
+        create_segmenter(SegmenterConfig(runtime=runtime))
+    assert fix in caught.value.fix
+
+
+def test_a_model_that_fails_in_an_unexpected_way_is_reported_not_left_loading():
+    def broken_factory(config: SegmenterConfig):
+        raise RuntimeError("XNNPACK: out of memory\ndetails the user does not need")
+
+    loader = SegmenterLoader(SegmenterConfig(), broken_factory)
+    assert loader.wait(5)
+    assert loader.segmenter is None
+    assert isinstance(loader.error, ModelError)
+    assert loader.error.problem == "segmenter mediapipe failed to load (RuntimeError: XNNPACK: out of memory)"

@@ -22,8 +22,13 @@ from privacycam.segmenters.native_stderr import quiet_native_stderr
 
 def open_interpreter(file: Path, threads: int):
     """A LiteRT interpreter with its tensors allocated, or a ModelError that says what to do."""
-    from ai_edge_litert.interpreter import Interpreter
-
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError as exc:
+        raise ModelError(
+            f"LiteRT cannot be imported ({exc})",
+            "pip install ai-edge-litert (a dependency of privacycam), or set segmenter.runtime: mediapipe",
+        ) from None
     try:
         with quiet_native_stderr():
             interpreter = Interpreter(model_path=str(file), num_threads=threads)

@@ -20,8 +20,14 @@ class MediaPipeSelfieSegmenter:
         # Keep TensorFlow Lite's C++ INFO chatter out of the user's terminal and journal.
         os.environ.setdefault("GLOG_minloglevel", "2")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import mediapipe as mp
-        from mediapipe.tasks.python import BaseOptions, vision
+        try:
+            import mediapipe as mp
+            from mediapipe.tasks.python import BaseOptions, vision
+        except ImportError as exc:
+            raise ModelError(
+                f"MediaPipe cannot be imported ({exc})",
+                "pip install mediapipe (a dependency of privacycam), or set segmenter.runtime: litert",
+            ) from None
 
         self._mp = mp
         spec = MODELS[model]
