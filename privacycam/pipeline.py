@@ -50,6 +50,12 @@ LATENCY_WINDOW = 10_000
 # A segmenter failing on and off: its first failure is logged, later ones at
 # most this often (each failure streak would otherwise log two lines).
 FAILURE_LOG_INTERVAL_S = 60.0
+# OpenCV splits each call across its worker threads. Up to 1080p our calls are
+# short (0.05-0.8 ms): waking the workers costs more CPU than it saves, and the
+# pipeline's own threads already use both cores. One OpenCV thread saved ~0.6 ms
+# of CPU per frame at 720p and ~1.5 ms at 1080p (bench, 30 fps, medians of 5-6
+# A/B runs); at 4K calls are long enough to share, and one thread dropped frames.
+OPENCV_ONE_THREAD_UP_TO_PIXELS = 1920 * 1080
 
 
 class PrivacyState:
@@ -188,6 +194,7 @@ class Pipeline:
             # Offline every frame waits for its own mask: a slow model runs in line.
             segmenter_factory = _in_line(segmenter_factory)
         self._segmenter_factory = segmenter_factory
+        cv2.setNumThreads(1 if size[0] * size[1] <= OPENCV_ONE_THREAD_UP_TO_PIXELS else -1)  # -1: OpenCV's default
         self._compositor = Compositor(config.background)  # first: a bad background image fails before a model loads
         self._loader = SegmenterLoader(config.segmenter, segmenter_factory)
         self._matter: Matter | None = None

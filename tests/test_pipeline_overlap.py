@@ -133,3 +133,18 @@ def test_a_frame_goes_out_without_waiting_for_the_next_capture():
     camera_frames = [e for e in sink.sent if e.frame is not None]
     # the next capture never comes; the frame must not wait for it (placeholders start after ~0.2 s)
     assert camera_frames[0].at - feed.delivered_at < 0.15
+
+
+def test_opencv_runs_single_threaded_up_to_1080p_and_shares_cores_above():
+    """Short OpenCV calls cost more CPU split across threads than done at once (see OPENCV_ONE_THREAD_UP_TO_PIXELS)."""
+    import cv2
+
+    cv2.setNumThreads(-1)
+    default = cv2.getNumThreads()
+    try:
+        for size, expected in (((1920, 1080), 1), ((3840, 2160), default), ((1280, 720), 1)):
+            pipeline = make_pipeline(SequentialFeed(ClipSource(_moving_square_clip(1))), RecordingSink(), size=size)
+            assert cv2.getNumThreads() == expected, size
+            pipeline._close()
+    finally:
+        cv2.setNumThreads(-1)
