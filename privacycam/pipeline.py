@@ -53,8 +53,8 @@ FAILURE_LOG_INTERVAL_S = 60.0
 # OpenCV splits each call across its worker threads. Up to 1080p our calls are
 # short (0.05-0.8 ms): waking the workers costs more CPU than it saves, and the
 # pipeline's own threads already use both cores. One OpenCV thread saved ~0.6 ms
-# of CPU per frame at 720p and ~1.5 ms at 1080p (bench, 30 fps, medians of 5-6
-# A/B runs); at 4K calls are long enough to share, and one thread dropped frames.
+# of CPU per frame at 720p and ~1.3 ms at 1080p (bench/perf.py, 30 fps, medians
+# of 3-6 runs); at 4K calls are long enough to share, and one thread dropped frames.
 OPENCV_ONE_THREAD_UP_TO_PIXELS = 1920 * 1080
 
 

@@ -1,12 +1,12 @@
 """MediaPipe's selfie-segmentation models run by LiteRT (TensorFlow Lite) directly.
 
-The same .tflite files as `mediapipe_selfie`, and the same answer to the last
-bit (input scaled to [0, 1], the model's sigmoid output taken as is; checked in
-tests/test_litert_selfie.py), but without MediaPipe's calculator graph around
-the interpreter: the Tasks API copies the image into its graph, converts it to a
+The same .tflite files as `mediapipe_selfie` and the same masks (input scaled
+to [0, 1], the model's sigmoid output taken as is; tests/test_litert_selfie.py
+compares the two), but without MediaPipe's calculator graph around the
+interpreter: the Tasks API copies the image into its graph, converts it to a
 tensor, resizes the mask back and hands packets between threads on every call.
-On this 2-core CPU that costs ~2 ms per frame on top of the model's ~3.3 ms,
-a third of the whole pipeline's budget at 720p (see README, "Speed").
+On this 2-core CPU that cost ~1.3-2 ms per frame on top of the model's ~3.3 ms
+(see README, "Speed").
 """
 
 from __future__ import annotations
