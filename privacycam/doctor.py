@@ -56,15 +56,33 @@ def check_python() -> list[Check]:
     return checks
 
 
-def check_models() -> list[Check]:
+def models_in_use(config) -> set[str]:
+    """The built-in model files the config runs (model pose also needs general for whole frames)."""
+    if config is None:
+        return {"general"}
+    segmenter = config.segmenter
+    if segmenter.backend != "mediapipe" or segmenter.model_path is not None:
+        return set()
+    return {"general", "pose"} if segmenter.model == "pose" else {segmenter.model}
+
+
+def check_models(config=None) -> list[Check]:
+    """A missing or altered file the config needs is a FAIL; one it does not use only a WARN."""
     checks = []
+    needed = models_in_use(config)
     for model in models.MODELS.values():
         path = models.model_dir() / model.filename
+        status = FAIL if model.name in needed else WARN
+        unused = "" if model.name in needed else f" (only needed for segmenter.model: {model.name})"
         if not path.is_file():
-            checks.append(Check(FAIL, f"model {model.name}: {path} missing", f"run `{models.INSTALL_COMMAND}`"))
+            checks.append(
+                Check(status, f"model {model.name}: {path} missing{unused}", f"run `{models.INSTALL_COMMAND}`")
+            )
         elif models.sha256_of(path) != model.sha256:
             checks.append(
-                Check(FAIL, f"model {model.name}: {path} has a wrong sha256", f"run `{models.INSTALL_COMMAND}`")
+                Check(
+                    status, f"model {model.name}: {path} has a wrong sha256{unused}", f"run `{models.INSTALL_COMMAND}`"
+                )
             )
         else:
             checks.append(Check(OK, f"model {model.name}: {path} sha256 {model.sha256[:12]}..."))
@@ -176,7 +194,7 @@ def doctor_command(args: argparse.Namespace) -> int:
     label = config.output.card_label if config else "PrivacyCam"
     checks = [
         *check_python(),
-        *check_models(),
+        *check_models(config),
         *check_cameras(),
         *check_loopback(label),
         *config_checks,
