@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from conftest import REPO, cli_env, first_frames, run_cli
+
+from privacycam.models import model_path
 
 
 def _assert_one_clear_line(result, code: int, *phrases: str) -> None:
@@ -106,3 +111,25 @@ def test_readme_opens_with_the_two_commands():
     lines = (REPO / "README.md").read_text().splitlines()[:12]
     text = "\n".join(lines)
     assert "bash scripts/demo.sh" in text and "bash scripts/test.sh" in text
+
+
+def test_doctor_fails_only_for_a_model_file_the_config_uses(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "selfie_segmentation.tflite").symlink_to(model_path("general"))  # only the default model
+    env = cli_env(PRIVACYCAM_MODEL_DIR=str(models))
+    lines = run_cli("doctor", env=env).stdout.splitlines()
+    assert any(line.startswith("OK    model general") for line in lines)
+    pose = [line for line in lines if line.startswith("WARN  model pose")]
+    assert pose and "only needed for segmenter.model: pose" in pose[0]
+    config = tmp_path / "c.yaml"
+    config.write_text("segmenter: {model: pose}\n")
+    lines = run_cli("doctor", "--config", str(config), env=env).stdout.splitlines()
+    assert any(line.startswith("FAIL  model pose") for line in lines)
+
+
+def test_output_cut_short_by_the_reader_is_no_traceback():
+    command = f"{sys.executable} -m privacycam models list | head -1"
+    result = subprocess.run(command, shell=True, capture_output=True, text=True, env=cli_env())
+    assert result.stdout.startswith("general")
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
