@@ -92,4 +92,6 @@ class LiteRtSelfieSegmenter:
         interpreter.invoke()
 
     def close(self) -> None:
+        """Release the model and the buffers (~1 MB), also if someone still holds this object."""
         self._interpreter = None
+        self._input = self._mask = None
