@@ -22,6 +22,8 @@ from privacycam.errors import ModelError
 
 SOURCE_WHEEL = "mediapipe==0.10.21"
 INSTALL_COMMAND = "privacycam models install"
+# How to fix a model file that cannot be loaded or is not a selfie-segmentation model.
+MODEL_FILE_FIX = f"point segmenter.model_path at a selfie-segmentation .tflite or run `{INSTALL_COMMAND}`"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from privacycam.errors import ModelError
-from privacycam.models import model_path
+from privacycam.models import MODEL_FILE_FIX, model_path
 from privacycam.segmenters.native_stderr import quiet_native_stderr
 
 
@@ -36,7 +36,7 @@ def open_interpreter(file: Path, threads: int):
     except (RuntimeError, ValueError) as exc:
         raise ModelError(
             f"LiteRT cannot load {file}: {str(exc).splitlines()[0]}",
-            "point segmenter.model_path at a selfie-segmentation .tflite or run `privacycam models install`",
+            MODEL_FILE_FIX,
         ) from None
     return interpreter
 
@@ -48,7 +48,7 @@ def image_input(interpreter, file: Path) -> tuple[int, int, int]:
     if len(shape) != 4 or shape[0] != 1 or shape[3] != 3 or inputs[0]["dtype"] != np.float32:
         raise ModelError(
             f"{file} does not take one 1xHxWx3 float image (inputs: {[tuple(i['shape']) for i in inputs]})",
-            "point segmenter.model_path at a selfie-segmentation .tflite or run `privacycam models install`",
+            MODEL_FILE_FIX,
         )
     return inputs[0]["index"], int(shape[1]), int(shape[2])
 

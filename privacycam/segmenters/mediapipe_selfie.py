@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from privacycam.errors import ModelError
-from privacycam.models import MODELS, model_path
+from privacycam.models import MODEL_FILE_FIX, MODELS, model_path
 from privacycam.segmenters.native_stderr import quiet_native_stderr
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class MediaPipeSelfieSegmenter:
         except (RuntimeError, ValueError) as exc:
             raise ModelError(
                 f"MediaPipe cannot load {file}: {str(exc).splitlines()[0]}",
-                "point segmenter.model_path at a selfie-segmentation .tflite or run `privacycam models install`",
+                MODEL_FILE_FIX,
             ) from None
 
     def segment(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
