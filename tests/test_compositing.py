@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from privacycam.compositing import Compositor, cover, load_background_image
+from privacycam.compositing import Compositor, cover, load_background_image, upscale_into
 from privacycam.config import BackgroundConfig
 from privacycam.mask import upsample_alpha
 
@@ -123,3 +123,19 @@ def test_blend_box_follows_the_full_frame_upsample(centre):
     expected = upsample_alpha(small, 1280, 720).astype(np.float32) * (200 / 255)
     assert np.abs(out[..., 1] - expected).max() <= 2.0
     assert (out[..., 1] > 0).sum() > 0.5 * (expected > 0).sum()
+
+
+@pytest.mark.parametrize(
+    ("small_size", "full_size"), [((160, 90), (1280, 720)), ((107, 61), (1920, 1080)), ((427, 240), (854, 480))]
+)
+def test_upscale_into_matches_resize_also_for_a_region(small_size, full_size):
+    rng = np.random.default_rng(3)
+    small = cv2.GaussianBlur(rng.integers(0, 255, (*small_size[::-1], 3), np.uint8), (0, 0), 1.5)
+    expected = cv2.resize(small, full_size, interpolation=cv2.INTER_LINEAR).astype(int)
+    whole = np.zeros((*full_size[::-1], 3), np.uint8)
+    upscale_into(small, whole, full_size)
+    assert np.abs(whole - expected).max() <= 1
+    region = np.zeros((full_size[1] // 3, full_size[0] // 4, 3), np.uint8)
+    x0, y0 = full_size[0] - region.shape[1], full_size[1] // 2  # reaches the right edge
+    upscale_into(small, region, full_size, (x0, y0))
+    assert np.abs(region - expected[y0 : y0 + region.shape[0], x0:]).max() <= 1
