@@ -16,6 +16,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -101,6 +102,17 @@ def test_guest_kernel_panic_ends_quickly(image):
     assert not res.timed_out and res.rc is None, res.explain()
     assert "Kernel panic" in res.console, res.explain()
     assert "without reporting an exit status" in res.explain()
+    assert not crashed_in_v4l2loopback(res)  # a crash elsewhere is never run again
+
+
+def test_only_a_crash_inside_v4l2loopback_gets_a_second_run(tmp_path):
+    trace = "Call Trace:\n <TASK>\n buffer_written+0x69/0xe0 [v4l2loopback]\n v4l2_write+0x6f/0x80 [videodev]\n"
+    crashed = vmimage.GuestResult(None, False, 0, 36.0, trace, tmp_path)
+    assert crashed_in_v4l2loopback(crashed)
+    # the module merely listed, or a guest that reported its exit status: no second run
+    listed = "Modules linked in: v4l2loopback(OE) videodev\n"
+    assert not crashed_in_v4l2loopback(vmimage.GuestResult(None, False, 0, 36.0, listed, tmp_path))
+    assert not crashed_in_v4l2loopback(vmimage.GuestResult(1, False, 0, 36.0, trace, tmp_path))
 
 
 def _ensure_models(config: pytest.Config) -> None:
@@ -119,6 +131,17 @@ def _ensure_models(config: pytest.Config) -> None:
         )
 
 
+def crashed_in_v4l2loopback(res: vmimage.GuestResult) -> bool:
+    """The guest died with a kernel stack trace inside v4l2loopback.
+
+    Debian bookworm's v4l2loopback 0.12 can corrupt its own buffer list when a
+    write races a reader ("list_del corruption" in buffer_written, v4l2loopback
+    #532; seen here once in dozens of runs). That is a kernel module bug, not ours, so
+    it gets one more run; any other failure, or the same crash twice, fails.
+    """
+    return res.rc is None and re.search(r"\+0x[0-9a-f]+/0x[0-9a-f]+ \[v4l2loopback\]", res.console) is not None
+
+
 def test_privacycam_end_to_end(image, pytestconfig):
     _ensure_models(pytestconfig)
     share = _share("privacycam")
@@ -128,6 +151,9 @@ def test_privacycam_end_to_end(image, pytestconfig):
     with _uncaptured(pytestconfig):
         vmimage.log(f"booting the guest for the PrivacyCam e2e test (results in {share})")
         res = vmimage.run_guest(image, script, share, timeout=E2E_TIMEOUT_S, echo=True)
+        if crashed_in_v4l2loopback(res):
+            vmimage.log("the guest kernel crashed inside v4l2loopback (v4l2loopback #532); running the test once more")
+            res = vmimage.run_guest(image, script, share, timeout=E2E_TIMEOUT_S, echo=True)
     try:
         results = json.loads((share / "results.json").read_text())
     except (OSError, ValueError):
