@@ -8,7 +8,7 @@ whole frame, per frame, upsampled, nothing else), both computed in the same run.
 Unlabeled videos (`*_unlabeled`) add speed at their own size (1280x720 for the
 juggling clip) and the prediction's own flicker, mean |a_t - a_(t-1)|.
 
-    python -m bench.quality [--sequences lucia,tennis] [--max-frames 30] [--config FILE]
+    python -m bench.quality [--sequences lucia,tennis] [--max-frames 30] [--config FILE] [--framing webcam]
 
 Progress goes to stderr, the JSON to stdout. Metric definitions: bench/metrics.py.
 """
@@ -50,6 +50,14 @@ UNLABELED_FRAMES = 90
 RAW_FRAME_MS = 1000 / 30
 LABELED_METRICS = ("J", "F", "flicker", "leak", "cut", "ms_per_frame", "cpu_ms_per_frame")
 ROWS = ("pipeline", "raw")
+FRAMINGS = ("davis", "webcam")
+# --framing webcam (see webcam_framing): the window is this share of the
+# person's full height (head and torso), starts this share of itself above
+# their head, pans with a moving average over this many frames.
+WEBCAM_WINDOW_HEIGHT = 0.55
+WEBCAM_HEADROOM = 0.1
+WEBCAM_PAN_FRAMES = 5
+WEBCAM_SIZE = (1280, 720)
 
 Producer = Callable[[list[np.ndarray], Config, "Timing"], Iterator[np.ndarray]]
 
@@ -101,20 +109,54 @@ def _read(path: Path, flags: int) -> np.ndarray:
 
 
 def load_sequence(
-    sequence: Sequence, max_frames: int | None = None, size: tuple[int, int] | None = None
+    sequence: Sequence, max_frames: int | None = None, size: tuple[int, int] | None = None, framing: str = "davis"
 ) -> tuple[list[np.ndarray], list[Truth]]:
-    """Frames (BGR) and ground truths in memory, so decoding is not timed; optionally resized."""
+    """Frames (BGR) and ground truths in memory, so decoding is not timed; optionally resized.
+
+    framing "webcam": head and torso filling the view (see `webcam_framing`).
+    """
     count = len(sequence.frames) if max_frames is None else min(max_frames, len(sequence.frames))
-    images, truths = [], []
+    images, masks = [], []
     for frame_path, mask_path in zip(sequence.frames[:count], sequence.masks[:count], strict=True):
-        image = _read(frame_path, cv2.IMREAD_COLOR)
-        mask = _read(mask_path, cv2.IMREAD_GRAYSCALE)
-        if size is not None:
-            image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-            mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
-        images.append(image)
-        truths.append(Truth.from_mask(mask))
-    return images, truths
+        images.append(_read(frame_path, cv2.IMREAD_COLOR))
+        masks.append(_read(mask_path, cv2.IMREAD_GRAYSCALE))
+    if framing == "webcam":
+        images, masks = webcam_framing(images, masks)
+    if size is not None:
+        images = [cv2.resize(image, size, interpolation=cv2.INTER_LINEAR) for image in images]
+        masks = [cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST) for mask in masks]
+    return images, [Truth.from_mask(mask) for mask in masks]
+
+
+def webcam_framing(images: list[np.ndarray], masks: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The same sequence as a webcam would frame it: head and torso filling a 1280x720 view.
+
+    The DAVIS people are small and full-body; a webcam user fills the frame and
+    is cut by its bottom edge. A 16:9 window WEBCAM_WINDOW_HEIGHT of the person's
+    tallest extent high follows their box (centre smoothed like a camera
+    operator's pan), its top a little above their head, and frames and masks
+    are scaled to WEBCAM_SIZE. The upscaled frames are soft, but the models see
+    256 or fewer lines of them either way.
+    """
+    boxes = np.array([cv2.boundingRect(mask) for mask in masks], np.float64)
+    source_h, source_w = images[0].shape[:2]
+    window_h = min(source_h, WEBCAM_WINDOW_HEIGHT * boxes[:, 3].max())
+    window_w = min(source_w, window_h * 16 / 9)
+    window_h = window_w * 9 / 16
+    kernel = np.ones(WEBCAM_PAN_FRAMES) / WEBCAM_PAN_FRAMES
+    pad = WEBCAM_PAN_FRAMES // 2
+    centre_x = np.convolve(np.pad(boxes[:, 0] + boxes[:, 2] / 2, pad, mode="edge"), kernel, "valid")
+    top = np.convolve(np.pad(boxes[:, 1], pad, mode="edge"), kernel, "valid") - WEBCAM_HEADROOM * window_h
+    width, height = WEBCAM_SIZE
+    framed_images, framed_masks = [], []
+    for image, mask, x, y in zip(images, masks, centre_x, top, strict=True):
+        x0 = float(np.clip(x - window_w / 2, 0, source_w - window_w))
+        y0 = float(np.clip(y, 0, source_h - window_h))
+        to_source = np.array([[window_w / width, 0, x0], [0, window_h / height, y0]])
+        for source, framed in ((image, framed_images), (mask, framed_masks)):
+            flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+            framed.append(cv2.warpAffine(source, to_source, WEBCAM_SIZE, flags=flags, borderMode=cv2.BORDER_REPLICATE))
+    return framed_images, framed_masks
 
 
 def load_unlabeled(folder: Path, max_frames: int) -> list[np.ndarray]:
@@ -256,17 +298,19 @@ def run(
     size: tuple[int, int] | None = None,
     timing_runs: int = DEFAULT_TIMING_RUNS,
     unlabeled: bool = True,
+    framing: str = "davis",
 ) -> dict:
     """The benchmark as a dict (what main prints as JSON)."""
     per_sequence = {}
     for sequence in find_sequences(data_dir, names):
         started = time.perf_counter()
-        images, truths = load_sequence(sequence, max_frames, size)
+        images, truths = load_sequence(sequence, max_frames, size, framing)
         rows = evaluate_sequence(images, truths, config, timing_runs)
         per_sequence[sequence.name] = {"frames": len(images), "resolution": _resolution(images)} | rows
         _progress(sequence.name, len(images), rows["pipeline"], "J", started)
     result = {
         "segmenter": f"{config.segmenter.backend}:{config.segmenter.model}",
+        "framing": framing,
         "mask": config.mask.model_dump(mode="json"),
         "sequences": per_sequence,
         "mean": mean_rows(per_sequence),
@@ -309,11 +353,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resize", type=_size, help="resize frames and masks to WxH first, e.g. 1280x720")
     parser.add_argument("--timing-runs", type=int, default=DEFAULT_TIMING_RUNS, help="median over this many runs")
     parser.add_argument("--no-unlabeled", action="store_true", help="skip the unlabeled videos (speed, self-flicker)")
+    parser.add_argument(
+        "--framing",
+        choices=FRAMINGS,
+        default="davis",
+        help="davis: the clips as they are; webcam: head and torso filling a 1280x720 view (no unlabeled videos)",
+    )
     args = parser.parse_args(argv)
     config = load_config(args.config)[0] if args.config else Config()
     names = args.sequences.split(",") if args.sequences else None
     timing_runs = max(1, args.timing_runs)
-    result = run(config, args.data, names, args.max_frames, args.resize, timing_runs, not args.no_unlabeled)
+    unlabeled = not args.no_unlabeled and args.framing == "davis"
+    result = run(config, args.data, names, args.max_frames, args.resize, timing_runs, unlabeled, args.framing)
     json.dump(result, sys.stdout, indent=2)
     print()
     return 0

@@ -74,7 +74,8 @@ class OutputConfig(_Section):
 
 class SegmenterConfig(_Section):
     backend: Literal[SEGMENTER_BACKENDS] = "mediapipe"  # type: ignore[valid-type]
-    model: Literal["general", "landscape", "pose"] = "general"
+    # auto: landscape for whole frames, general for crops (segmenters/frame_and_crop.py)
+    model: Literal["auto", "general", "landscape", "pose"] = "auto"
     model_path: Path | None = None
     # What runs the MediaPipe model: litert (the TensorFlow Lite interpreter, direct)
     # or mediapipe (its Tasks API). Same masks; litert is ~1.5 ms/frame cheaper.

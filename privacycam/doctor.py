@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from privacycam import models
-from privacycam.config import load_config, user_config_path
+from privacycam.config import SegmenterConfig, load_config, user_config_path
 from privacycam.errors import PrivacyCamError
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -57,13 +57,11 @@ def check_python() -> list[Check]:
 
 
 def models_in_use(config) -> set[str]:
-    """The built-in model files the config runs (model pose also needs general for whole frames)."""
-    if config is None:
-        return {"general"}
-    segmenter = config.segmenter
+    """The built-in model files the config runs (auto and pose run two models)."""
+    segmenter = config.segmenter if config is not None else SegmenterConfig()
     if segmenter.backend != "mediapipe" or segmenter.model_path is not None:
         return set()
-    return {"general", "pose"} if segmenter.model == "pose" else {segmenter.model}
+    return {"auto": {"landscape", "general"}, "pose": {"general", "pose"}}.get(segmenter.model, {segmenter.model})
 
 
 def check_models(config=None) -> list[Check]:

@@ -177,9 +177,13 @@ class Matter:
         self._main_person = MainPersonState() if people == "user" and not picks_itself else None
         self._smoother = AgreementSmoother(config.smoothing, config.motion_threshold)
         self.last_segment_ms = 0.0
-        model_w, model_h = segmenter.input_size
-        self._model_bgr = np.empty((model_h, model_w, 3), np.uint8)
-        self._model_rgb = np.empty((model_h, model_w, 3), np.uint8)
+        # Crops around people may go to another model, of another input size
+        # (segmenter.model: auto or pose): its own `segment_crop` and `crop_input_size`.
+        self._crop_input_size = getattr(segmenter, "crop_input_size", segmenter.input_size)
+        self._model_images = {  # per model input size: the BGR crop and its RGB copy
+            (width, height): (np.empty((height, width, 3), np.uint8), np.empty((height, width, 3), np.uint8))
+            for width, height in {segmenter.input_size, self._crop_input_size}
+        }
         self._frame_size: tuple[int, int] | None = None
         self._tracker: RoiTracker | None = None
         self._refiner: EdgeRefiner | None = None
@@ -257,18 +261,21 @@ class Matter:
 
     def _segment_box(self, box: Box, canvas: np.ndarray) -> None:
         """Run the segmenter on box (work pixels) and write its confidence into canvas[box]."""
-        fx, fy = self._work_to_frame
-        self._pyramid.resize_region(box.x0 * fx, box.y0 * fy, box.x1 * fx, box.y1 * fy, self._model_bgr)
-        cv2.cvtColor(self._model_bgr, cv2.COLOR_BGR2RGB, dst=self._model_rgb)
-        # A segmenter with a model for crops around a person (segmenter.model: pose)
-        # gets those; whole frames always go to the model that sees everyone.
+        # A segmenter with a model for crops around people (segmenter.model: auto
+        # or pose) gets those; whole frames always go to the model that sees everyone.
         segment_crop = getattr(self.segmenter, "segment_crop", None)
         whole = (box.width, box.height) == self._work_size
-        segment = self.segmenter.segment if segment_crop is None or whole else segment_crop
+        if segment_crop is None or whole:
+            segment, (model_w, model_h) = self.segmenter.segment, self.segmenter.input_size
+        else:
+            segment, (model_w, model_h) = segment_crop, self._crop_input_size
+        model_bgr, model_rgb = self._model_images[(model_w, model_h)]
+        fx, fy = self._work_to_frame
+        self._pyramid.resize_region(box.x0 * fx, box.y0 * fy, box.x1 * fx, box.y1 * fy, model_bgr)
+        cv2.cvtColor(model_bgr, cv2.COLOR_BGR2RGB, dst=model_rgb)
         started = time.perf_counter()
-        confidence = segment(self._model_rgb, self._timestamp_ms)
+        confidence = segment(model_rgb, self._timestamp_ms)
         self.last_segment_ms += (time.perf_counter() - started) * 1000
-        model_w, model_h = self.segmenter.input_size
         confidence = checked_mask(confidence, model_h, model_w)
         # resized straight into our own buffer: the segmenter may reuse its output array
         shrink = max(model_w / box.width, model_h / box.height)
@@ -286,8 +293,9 @@ class Matter:
         work_w = max(1, round(width * work_h / height))
         self._work_size = (work_w, work_h)
         self._work_to_frame = (width / work_w, height / work_h)
-        model_w, model_h = self.segmenter.input_size
-        self._pyramid = HalvingPyramid(width, height, min(work_w, model_w), min(work_h, model_h))
+        smallest_w = min(work_w, *(size[0] for size in self._model_images))
+        smallest_h = min(work_h, *(size[1] for size in self._model_images))
+        self._pyramid = HalvingPyramid(width, height, smallest_w, smallest_h)
         self._work_bgr = np.empty((work_h, work_w, 3), np.uint8)
         self._raw = np.zeros((work_h, work_w), np.float32)
         self._full = np.zeros((work_h, work_w), np.float32)
@@ -301,6 +309,7 @@ class Matter:
         # An asynchronous segmenter answers with the mask of an earlier call: it
         # cannot tell crops apart, so it gets the whole frame once per frame.
         if config.region_of_interest and not getattr(self.segmenter, "asynchronous", False):
+            model_w, model_h = self._crop_input_size
             settings = RoiSettings(
                 margin=config.roi_margin,
                 full_frame_every=config.roi_full_frame_every,

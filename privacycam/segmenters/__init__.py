@@ -15,16 +15,30 @@ def create_segmenter(config: SegmenterConfig) -> Segmenter:
         from privacycam.segmenters.litert_pose import PoseCropSegmenter
 
         return PoseCropSegmenter(config.threads)
-    if config.backend == "mediapipe" and config.runtime == "litert":
-        from privacycam.segmenters.litert_selfie import LiteRtSelfieSegmenter
-
-        return LiteRtSelfieSegmenter(config.model, config.model_path, config.threads)
     if config.backend == "mediapipe":
-        from privacycam.segmenters.mediapipe_selfie import MediaPipeSelfieSegmenter
+        if config.model == "auto" and config.model_path is None:
+            from privacycam.segmenters.frame_and_crop import FrameAndCropSegmenter
 
-        return MediaPipeSelfieSegmenter(config.model, config.model_path, config.threads)
+            whole_frames = _selfie_segmenter(config, "landscape")
+            try:
+                return FrameAndCropSegmenter(whole_frames, _selfie_segmenter(config, "general"))
+            except BaseException:
+                whole_frames.close()
+                raise
+        return _selfie_segmenter(config, "general" if config.model == "auto" else config.model)
     if config.backend in TORCH_BACKENDS:
         from privacycam.segmenters.torchvision_models import create_torchvision_segmenter
 
         return create_torchvision_segmenter(config)
     raise ModelError(f"unknown segmenter backend {config.backend!r}", "see config/privacycam.yaml")
+
+
+def _selfie_segmenter(config: SegmenterConfig, model: str) -> Segmenter:
+    """One selfie-segmentation model (model_path, when set, replaces the built-in one)."""
+    if config.runtime == "litert":
+        from privacycam.segmenters.litert_selfie import LiteRtSelfieSegmenter
+
+        return LiteRtSelfieSegmenter(model, config.model_path, config.threads)
+    from privacycam.segmenters.mediapipe_selfie import MediaPipeSelfieSegmenter
+
+    return MediaPipeSelfieSegmenter(model, config.model_path, config.threads)

@@ -6,7 +6,8 @@ Everything else (region of interest, temporal smoothing, feathering, upsampling)
 belongs to `privacycam.mask`, so backends stay small and swappable.
 
 Optional, looked up with getattr by `privacycam.mask.Matter`: `segment_crop`
-(same contract, for crops around a person; see segmenters/litert_pose.py),
+(same contract, for crops around people) with `crop_input_size` when that
+differs from `input_size` (see segmenters/frame_and_crop.py, litert_pose.py),
 `selects_people` and `asynchronous` (see segmenters/background_worker.py).
 """
 
