@@ -10,7 +10,7 @@ from conftest import wait_until
 from fault_kit import ClipSource, RecordingSink, make_pipeline, running, small_config
 
 from privacycam.sources.base import Frame
-from privacycam.sources.feed import SequentialFeed
+from privacycam.sources.feed import LatestFrameFeed, SequentialFeed
 
 SIZE = (320, 180)
 SQUARE = 40
@@ -39,11 +39,11 @@ class WhiteIsPerson:
     def __init__(self, delay_s: float = 0.0) -> None:
         self.delay_s = delay_s
         self.calls = 0
-        self.threads: set[str] = set()
+        self.threads: list[str] = []  # per call, the thread that made it
         self.called = threading.Condition()
 
     def segment(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
-        self.threads.add(threading.current_thread().name)
+        self.threads.append(threading.current_thread().name)
         with self.called:
             self.calls += 1
             self.called.notify_all()
@@ -83,7 +83,8 @@ def test_the_next_frame_is_segmented_while_this_one_is_composited_and_each_keeps
     assert len(sink.sent) == count
     # the first frames go out one by one, until the stage times are known
     assert sink.overlapped[2:] == [True] * (count - 3), "frame i was sent before frame i+1 reached the model"
-    assert threading.main_thread().name not in segmenter.threads  # the model runs on the mask thread
+    # while a frame is composited, the next one is masked on the mask thread
+    assert segmenter.threads[3:] == ["privacycam-mask_0"] * (count - 3), segmenter.threads
     for entry in sink.sent:
         square = entry.frame.image.min(axis=2) == 255
         inner = np.zeros_like(square)
@@ -148,3 +149,17 @@ def test_opencv_runs_single_threaded_up_to_1080p_and_shares_cores_above():
             pipeline._close()
     finally:
         cv2.setNumThreads(-1)
+
+
+def test_with_nothing_to_overlap_the_mask_is_made_on_the_loops_own_thread():
+    """A camera slower than the pipeline: each frame is masked and sent before the next one
+    comes, so handing it to the mask thread would only cost a thread (and core) switch."""
+    clip = _moving_square_clip(6)
+    segmenter = WhiteIsPerson()
+    sink = RecordingSink()
+    source = ClipSource(clip)
+    feed = LatestFrameFeed(lambda: source, pace_fps=20, first_source=source)
+    pipeline = make_pipeline(feed, sink, segmenter, config=small_config(), size=SIZE)
+    with running(pipeline) as loop_thread:
+        wait_until(lambda: segmenter.calls >= 5, 5.0, "five masked frames")
+    assert set(segmenter.threads) == {loop_thread.name}, segmenter.threads
