@@ -19,9 +19,14 @@ from privacycam.mask import HalvingPyramid
 # The background blur runs on a smaller copy: a Gaussian of sigma s at full size
 # looks the same as sigma s/k at 1/k size once upsampled, for ~1/k^2 of the work.
 # k is chosen so the small sigma is about this many pixels: large enough that the
-# bilinear upsample shows no blocks, small enough to stay cheap.
+# bilinear upsample shows no blocks, small enough to stay cheap. Then the small
+# copy has the same size at every output size (160x90 at the default strength),
+# and the background looks the same at 720p, 1080p and 4K. A cap of 8 used to
+# keep 1080p at 240x135 and 4K at 480x270: no closer to a full-size halo-free
+# blur at 1080p (mean error 3.71 vs 3.73 grey levels), but 0.6 ms slower there
+# and 8 ms slower at 4K.
 SMALL_BLUR_SIGMA = 3.0
-MAX_BLUR_DOWNSCALE = 8
+MAX_BLUR_DOWNSCALE = 32
 # blur_strength is a sigma in pixels of a 720-line frame; other sizes scale it.
 BLUR_REFERENCE_HEIGHT = 720
 # Normalised-convolution floor: where almost no background is near (inside a
