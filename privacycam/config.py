@@ -113,7 +113,9 @@ class MaskConfig(_Section):
     # Edge softness: Gaussian sigma as a fraction of the frame height (0 = none).
     feather: Annotated[float, Field(ge=0.0, le=0.1)] = 0.002
     # Lines of the working matte (the compositor upsamples it); more costs time, rarely looks better.
-    resolution: Annotated[int, Field(ge=64, le=1080)] = 240
+    # On the DAVIS clips J is flat from 180 to 360 lines (.778/.774/.778) and .772 at 120;
+    # 180 costs ~0.75 ms less per 720p frame than 240 (an exact quarter of 720).
+    resolution: Annotated[int, Field(ge=64, le=1080)] = 180
     # Segment a crop around the people (far, small people get the model's full resolution).
     region_of_interest: bool = True
     # Context around the people in that crop, as a fraction of their larger side.

@@ -137,13 +137,16 @@ def test_webcam_framing_fills_the_view_with_head_and_torso():
 
 
 def test_default_is_not_worse_than_general_for_a_webcam_user():
-    """Webcam framing, lucia's first 30 frames: auto J .94 F .92 leak .003; general the same within .005."""
-    name = "lucia"
-    sequence(f"davis2016_{name}")
+    """Webcam framing, mean of the four clips' first 40 frames: auto J .797 / F .649 / leak .010 /
+    flicker .044, general J .784 / F .659 / leak .027 / flicker .051."""
+    for name in ("lucia", "tennis", "rollerblade", "kite-walk"):
+        sequence(f"davis2016_{name}")
     general_config = Config.model_validate({"segmenter": {"model": "general"}})
-    kwargs = {"names": [name], "max_frames": 30, "timing_runs": 1, "unlabeled": False, "framing": "webcam"}
-    ours = quality.run(Config(), **kwargs)["sequences"][name]["pipeline"]
-    general = quality.run(general_config, **kwargs)["sequences"][name]["pipeline"]
+    kwargs = {"max_frames": 40, "timing_runs": 1, "unlabeled": False, "framing": "webcam"}
+    ours = quality.run(Config(), **kwargs)["mean"]["pipeline"]
+    general = quality.run(general_config, **kwargs)["mean"]["pipeline"]
     assert ours["J"] >= general["J"] - 0.01, (ours, general)
-    assert ours["F"] >= general["F"] - 0.02, (ours, general)
-    assert ours["leak"] <= general["leak"] + 0.002, (ours, general)
+    assert ours["F"] >= general["F"] - 0.03, (ours, general)
+    # and the gains, with margins about half of them: less background shown, less flicker
+    assert ours["leak"] <= general["leak"] - 0.008, (ours, general)
+    assert ours["flicker"] <= general["flicker"] - 0.003, (ours, general)

@@ -24,9 +24,9 @@ from privacycam.mask import Matter  # noqa: E402
 from privacycam.segmenters import create_segmenter  # noqa: E402
 from privacycam.segmenters.litert_pose import PoseCropSegmenter  # noqa: E402
 
-# First 30 frames, default mask settings: general J / flicker -> pose J / flicker
-# lucia .875/.0103 -> .893/.0094; tennis .857/.0133 -> .913/.0095;
-# rollerblade .774/.0195 -> .872/.0111. The margins are about half the gains.
+# First 30 frames, default mask settings: default J / flicker -> pose J / flicker
+# tennis .855/.0137 -> .911/.0098; rollerblade .785/.0185 -> .862/.0119.
+# The margins are about half the gains.
 POSE_GAINS = [("tennis", 30, 0.025, 0.0015), ("rollerblade", 30, 0.05, 0.004)]
 
 

@@ -8,8 +8,8 @@ Whole-frame passes (finding people who enter, a webcam user close to the
 camera) stay with the selfie model, which sees everyone in the frame.
 
 On the four DAVIS clips in shared/data (bench/quality.py) this raises mean J
-from 0.776 to 0.816, boundary F from 0.772 to 0.808 and lowers flicker from
-0.0147 to 0.0115, for ~12 ms more CPU per frame (the landmark network is ~6x
+from 0.778 to 0.814, boundary F from 0.777 to 0.811 and lowers flicker from
+0.0145 to 0.0118, for ~12 ms more CPU per frame (the landmark network is ~6x
 the selfie model). It is a choice for machines with CPU to spare, not the default.
 One person per crop: two people standing together may get one of them sharp.
 A crop in which the network finds no pose goes to the selfie model instead.
