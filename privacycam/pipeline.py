@@ -207,6 +207,7 @@ class Pipeline:
         self._failing_since: int | None = None
         self._failure_logged_at: float | None = None
         self._streak_logged = False
+        self._loading_was_the_error = False
         self._last_placeholder = 0.0
         self._placeholders: dict[str, np.ndarray] = {}
         self._fps_window: list[float] = []
@@ -470,6 +471,7 @@ class Pipeline:
         self.status.fail_closed_frames += 1
         message = str(exc) or type(exc).__name__
         self.status.last_error = message
+        self._loading_was_the_error = isinstance(exc, _NotReady)
         if self._failing_since is None:
             self._failing_since = self.status.frames_in
             level = logging.INFO if isinstance(exc, _NotReady) else self._failure_log_level()
@@ -485,6 +487,8 @@ class Pipeline:
         return logging.WARNING
 
     def _note_success(self) -> None:
+        if self._failing_since is not None and self._loading_was_the_error:
+            self.status.last_error = None  # a model that finished loading is not an error to report
         if self._failing_since is not None:
             hidden = self.status.frames_in - self._failing_since
             log.log(

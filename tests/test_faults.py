@@ -213,10 +213,12 @@ def test_frames_are_fully_hidden_while_the_model_loads(caplog):
     with running(pipeline):
         wait_until(lambda: sum(e.frame is not None for e in sink.since(0)) >= 15, 15, "frames while the model loads")
         assert pipeline.status.segmenter == "loading"
+        assert pipeline.status.last_error == "the segmentation model is still loading"
         loading = [e for e in sink.since(0) if e.frame is not None]
         loaded.set()
         wait_until(lambda: segmenter.calls, 10, "the model to be used")
         time.sleep(0.5)
+        assert pipeline.status.last_error is None  # loaded: nothing wrong to report any more
     assert all(np.array_equal(e.image, compositor.compose_hidden(e.frame.image)) for e in loading)
     assert all(is_blurred(e.image, e.frame.image, WHOLE) for e in loading), "the person shown before the model"
     masked = [
