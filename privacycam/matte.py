@@ -26,14 +26,20 @@ def matte_frames(source: FrameSource, config: Config) -> Iterator[tuple[str, np.
     """(frame name, uint8 alpha at the frame's size) for every frame, in order."""
     # every frame gets its own mask, however slow the model: no background thread
     matter = Matter(synchronous(create_segmenter(config.segmenter)), config.mask, config.segmenter.people)
+    every_nth = config.segmenter.every_nth_frame
     try:
         timestamp_ms = 0
         frame_ms = 1000.0 / source.fps
+        index = 0
+        alpha: np.ndarray | None = None
         while (frame := source.read()) is not None:
             height, width = frame.image.shape[:2]
-            alpha = matter.alpha_for(frame.image, int(timestamp_ms))
+            if index % every_nth == 0 or alpha is None or alpha.shape != (height, width):
+                alpha = upsample_alpha(matter.alpha_for(frame.image, int(timestamp_ms)), width, height)
+            # else: an in-between frame (segmenter.every_nth_frame > 1) gets the last matte, as in `run`
             timestamp_ms += frame_ms
-            yield frame.name, upsample_alpha(alpha, width, height)
+            index += 1
+            yield frame.name, alpha
     finally:
         matter.close()
 

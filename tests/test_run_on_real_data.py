@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from conftest import first_frames, laplacian_variance, read_gray, run_cli, sequence
+from conftest import first_frames, laplacian_variance, read_gray, run_cli, sequence, write_config
 
 FRAMES = 12
 
@@ -106,3 +106,19 @@ def test_background_replacement_with_image_and_color(tmp_path):
         # Mask leaks (a background object taken for a person) are measured in bench/quality.py;
         # here the replacement itself must cover nearly all of the far background.
         assert replaced > 0.9, f"{mode}: only {replaced:.1%} of the far background replaced"
+
+
+def test_matte_follows_every_nth_frame_as_run_does(tmp_path):
+    """segmenter.every_nth_frame: 2 -> each odd frame gets the matte of the frame before it."""
+    frames = first_frames("davis2016_rollerblade", 6, tmp_path / "in")  # fast motion: mattes differ
+    config = write_config(tmp_path / "config.yaml", "segmenter: {every_nth_frame: 2}\n")
+    every = run_cli("matte", str(frames), str(tmp_path / "every"))
+    second = run_cli("matte", "--config", str(config), str(frames), str(tmp_path / "second"))
+    assert every.returncode == 0 and second.returncode == 0, every.stderr + second.stderr
+    names = sorted(p.stem for p in frames.iterdir())
+    every_alpha = [read_gray(tmp_path / "every" / f"{name}.png") for name in names]
+    second_alpha = [read_gray(tmp_path / "second" / f"{name}.png") for name in names]
+    for index in range(0, len(names), 2):
+        assert np.array_equal(second_alpha[index + 1], second_alpha[index])
+        assert not np.array_equal(every_alpha[index + 1], every_alpha[index])
+    assert np.array_equal(second_alpha[0], every_alpha[0])
