@@ -262,7 +262,7 @@ def test_small_person_is_segmented_through_a_crop():
 def test_large_person_is_segmented_on_the_whole_frame():
     segmenter = BrightSegmenter()
     matter = Matter(segmenter, MaskConfig())
-    frame = _frame(1280, 720, LARGE_PERSON)
+    frame = _frame(1280, 720, (0.2, 0.1, 0.82, 1.0))  # 56 % of the frame: above roi_whole_frame_above
     for index in range(5):
         matter.alpha_for(frame, index * 33)
     shares = [(rgb[..., 0] > 128).mean() for rgb in segmenter.inputs]

@@ -8,9 +8,10 @@ entering) go to the landscape model, and crops go to the general model.
 
 Measured (README, "How the mask is made"): on the four DAVIS clips this scores
 the same as the general model alone, because their far people are segmented on
-crops either way. With a person filling the frame (DAVIS frames cropped to
-head and torso), landscape on the whole frame matches general (J .782 vs .775,
-F .633 vs .645, less flicker and leak) for ~1.5 ms less CPU per frame.
+crops either way. With webcam framing (head and torso cut from the same clips)
+it matches the general model alone (J .806 vs .796, F .684 vs .679) and shows
+half the background (leak .008 vs .017); a person on the whole frame costs
+~1.5 ms less CPU per frame than with the general model.
 """
 
 from __future__ import annotations
