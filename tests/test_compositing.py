@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from privacycam.compositing import Compositor, cover, load_background_image, upscale_into
+from privacycam.compositing import Compositor, _person_box, cover, load_background_image, upscale_into
 from privacycam.config import BackgroundConfig
 from privacycam.mask import upsample_alpha
 
@@ -139,3 +139,16 @@ def test_upscale_into_matches_resize_also_for_a_region(small_size, full_size):
     x0, y0 = full_size[0] - region.shape[1], full_size[1] // 2  # reaches the right edge
     upscale_into(small, region, full_size, (x0, y0))
     assert np.abs(region - expected[y0 : y0 + region.shape[0], x0:]).max() <= 1
+
+
+def test_faint_confidence_around_the_person_is_left_out_of_the_blend():
+    """Alpha up to 4/255 (at most 1.6 % of the sharp frame, invisible) is background: the box stays tight."""
+    frame, person, alpha = _scene()
+    haze = np.maximum(alpha, 3.0 / 255)  # a model's faint confidence all over the frame
+    rows, cols = _person_box(haze, (640, 360))
+    ys, xs = np.nonzero(person)
+    assert rows.start <= ys.min() and rows.stop > ys.max() and cols.start <= xs.min() and cols.stop > xs.max()
+    assert (rows.stop - rows.start) * (cols.stop - cols.start) < 0.4 * 640 * 360  # not the whole frame
+    clean = Compositor(BackgroundConfig()).compose(frame, alpha).astype(int)
+    hazy = Compositor(BackgroundConfig()).compose(frame, haze).astype(int)
+    assert np.abs(hazy - clean).max() <= 2  # and leaving it out changes nothing one can see
