@@ -242,6 +242,41 @@ class FaultySegmenter:
         self.inner.close()
 
 
+class CropRecorder:
+    """Fake models for whole frames (`segment`) and crops (`segment_crop`), each seeing a person
+    standing in the middle; records (which, image shape) per call. crop_input_size: a crop
+    model of another input size (segmenter.model auto), else both share input_size (pose)."""
+
+    name = "crop recorder"
+
+    def __init__(self, input_size=(64, 64), crop_input_size=None) -> None:
+        self.input_size = input_size
+        if crop_input_size is not None:
+            self.crop_input_size = crop_input_size
+        self.calls: list[tuple[str, tuple[int, ...]]] = []
+
+    @staticmethod
+    def _person(height: int, width: int) -> np.ndarray:
+        mask = np.zeros((height, width), np.float32)
+        mask[height // 4 :, width * 2 // 5 : width * 3 // 5] = 1.0
+        return mask
+
+    def segment(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
+        self.calls.append(("whole", rgb.shape))
+        return self._person(*rgb.shape[:2])
+
+    def segment_crop(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
+        self.calls.append(("crop", rgb.shape))
+        return self._person(*rgb.shape[:2])
+
+    @property
+    def kinds(self) -> list[str]:
+        return [kind for kind, _ in self.calls]
+
+    def close(self) -> None:
+        pass
+
+
 def factory_of(segmenter) -> Callable[[SegmenterConfig], object]:
     return lambda _config: segmenter
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import sequence
+from fault_kit import CropRecorder
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -75,44 +76,16 @@ def test_a_crop_model_that_fails_to_load_closes_the_other(monkeypatch):
     assert closed == ["landscape"]
 
 
-class _TwoSizes:
-    """Fake models of two input sizes; records the shape each call was given."""
-
-    name = "two sizes"
-    input_size = (64, 36)
-    crop_input_size = (48, 48)
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, tuple[int, ...]]] = []
-
-    @staticmethod
-    def _person(height: int, width: int) -> np.ndarray:
-        mask = np.zeros((height, width), np.float32)
-        mask[height // 4 :, width * 2 // 5 : width * 3 // 5] = 1.0
-        return mask
-
-    def segment(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
-        self.calls.append(("whole", rgb.shape))
-        return self._person(*rgb.shape[:2])
-
-    def segment_crop(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
-        self.calls.append(("crop", rgb.shape))
-        return self._person(*rgb.shape[:2])
-
-    def close(self) -> None:
-        pass
-
-
 def test_matte_gives_each_model_images_of_its_own_size():
-    fake = _TwoSizes()
+    fake = CropRecorder(input_size=(64, 36), crop_input_size=(48, 48))
     matter = Matter(fake, MaskConfig(roi_full_frame_every=4))
     frame = np.zeros((480, 854, 3), np.uint8)
     for index in range(8):
         alpha = matter.alpha_for(frame, index * 33)
     assert {shape for kind, shape in fake.calls if kind == "whole"} == {(36, 64, 3)}
     assert {shape for kind, shape in fake.calls if kind == "crop"} == {(48, 48, 3)}
-    assert [kind for kind, _ in fake.calls[:2]] == ["whole", "crop"]
-    assert [kind for kind, _ in fake.calls].count("whole") >= 2  # the periodic look for newcomers
+    assert fake.kinds[:2] == ["whole", "crop"]
+    assert fake.kinds.count("whole") >= 2  # the periodic look for newcomers
     # the square crop's person lands where the whole frame saw them: centre columns, lower 3/4
     height, width = alpha.shape
     assert alpha[height // 2, width // 2] > 0.9

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import sequence
+from fault_kit import CropRecorder
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -74,43 +75,17 @@ def test_a_crop_without_a_person_gets_the_selfie_models_answer():
     segmenter.close()
 
 
-class _Recorder:
-    """Two fake models: records which one the matte asks for each box."""
-
-    name = "recorder"
-    input_size = (64, 64)
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def _person(self) -> np.ndarray:
-        mask = np.zeros((64, 64), np.float32)
-        mask[16:60, 26:38] = 1.0
-        return mask
-
-    def segment(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
-        self.calls.append("whole")
-        return self._person()
-
-    def segment_crop(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
-        self.calls.append("crop")
-        return self._person()
-
-    def close(self) -> None:
-        pass
-
-
 def test_matte_sends_crops_to_the_crop_model_and_whole_frames_to_the_other():
-    recorder = _Recorder()
+    recorder = CropRecorder()  # one input size for both, as with pose
     matter = Matter(recorder, MaskConfig(roi_full_frame_every=5))
     frame = np.zeros((480, 854, 3), np.uint8)
     for index in range(10):
         matter.alpha_for(frame, index * 33)
     # frame 0: the whole frame finds the person, then the crop around them; later
     # frames: the crop, plus a whole-frame look for newcomers every 5th frame.
-    assert recorder.calls[:2] == ["whole", "crop"]
-    assert recorder.calls.count("crop") == 10
-    assert 1 < recorder.calls.count("whole") < 5
+    assert recorder.kinds[:2] == ["whole", "crop"]
+    assert recorder.kinds.count("crop") == 10
+    assert 1 < recorder.kinds.count("whole") < 5
 
 
 @pytest.mark.parametrize(
