@@ -3,8 +3,9 @@
 Runs `privacycam.matte.matte_frames` (the code path of `privacycam matte`) over
 every sequence with ground truth in the shared data folder and prints one JSON
 object: J, F, flicker, leak, cut and ms/frame per sequence and their mean, for
-the pipeline and for a "raw" reference row (the same model's confidence on the
-whole frame, per frame, upsampled, nothing else), both computed in the same run.
+the pipeline and for a "raw" reference row (the confidence of the model the
+segmenter runs on whole frames, the landscape one by default, on the whole
+frame, per frame, upsampled, nothing else), both computed in the same run.
 Unlabeled videos (`*_unlabeled`) add speed at their own size (1280x720 for the
 juggling clip) and the prediction's own flicker, mean |a_t - a_(t-1)|.
 
@@ -219,7 +220,7 @@ def pipeline_alphas(images: list[np.ndarray], config: Config, timing: Timing) ->
 
 
 def raw_alphas(images: list[np.ndarray], config: Config, timing: Timing) -> Iterator[np.ndarray]:
-    """The reference: the same model on the whole frame, per frame, confidence upsampled."""
+    """The reference: the segmenter's whole-frame model on the whole frame, per frame, confidence upsampled."""
     segmenter = create_segmenter(config.segmenter)
     width, height = segmenter.input_size
     try:

@@ -17,9 +17,10 @@ upsamples it). Per frame:
 On the four DAVIS clips in shared/data (bench/quality.py), the region of
 interest raises mean J from 0.665 (the general model, raw) to ~0.778 and
 boundary F from 0.64 to ~0.78, halves flicker (0.029 -> 0.015) and cuts
-far-background leak from 1.3 % to 0.04 %; the guided filter and the smoothing change J and F by less than the
-+-0.005 that moving a crop by a few pixels does, but the smoothing lowers the
-frame-to-frame change on the unlabeled clips by ~12 %.
+far-background leak from 1.3 % to 0.04 %; the guided filter and the smoothing
+change J and F by less than the +-0.005 that moving a crop by a few pixels
+does, but the smoothing lowers the frame-to-frame change on the unlabeled
+clips by ~12 %.
 
 `privacycam matte`, `run` and `bench/quality.py` all go through
 `Matter.alpha_for`, so what is measured is what ships.

@@ -317,9 +317,9 @@ class Pipeline:
         return masked, job
 
     def _matte(self, matter: Matter, masked: _Masked, copies: dict[str, np.ndarray]) -> None:
-        """On the mask thread (or the loop's). The matter's buffers are overwritten by its next frame, so the
-        results are copied into one of two slots that alternate: the frame being composited
-        keeps the other."""
+        """On the mask thread, or the loop's own (see _step). The matter's buffers are overwritten
+        by its next frame, so the results are copied into one of two slots that alternate: the
+        frame being composited keeps the other."""
         t0 = time.perf_counter()
         alpha = matter.alpha_for(masked.image, masked.frame.timestamp_ms)
         masked.alpha = _copy_into(copies, "alpha", alpha)
