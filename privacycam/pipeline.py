@@ -487,16 +487,17 @@ class Pipeline:
         return logging.WARNING
 
     def _note_success(self) -> None:
-        if self._failing_since is not None and self._loading_was_the_error:
+        if self._failing_since is None:
+            return
+        if self._loading_was_the_error:
             self.status.last_error = None  # a model that finished loading is not an error to report
-        if self._failing_since is not None:
-            hidden = self.status.frames_in - self._failing_since
-            log.log(
-                logging.INFO if self._streak_logged else logging.DEBUG,
-                "masking frames again after %d fully hidden ones",
-                hidden,
-            )
-            self._failing_since = None
+        hidden = self.status.frames_in - self._failing_since
+        log.log(
+            logging.INFO if self._streak_logged else logging.DEBUG,
+            "masking frames again after %d fully hidden ones",
+            hidden,
+        )
+        self._failing_since = None
 
     def _check_next_loader(self) -> None:
         next_loader = self._next_loader
