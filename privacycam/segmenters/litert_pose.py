@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from privacycam.errors import ModelError
-from privacycam.models import model_path
+from privacycam.models import INSTALL_COMMAND, model_path
 from privacycam.segmenters.litert_selfie import LiteRtSelfieSegmenter, image_input, mask_output, open_interpreter
 from privacycam.segmenters.native_stderr import quiet_native_stderr
 
@@ -28,6 +28,8 @@ LOGIT_LIMIT = 60.0
 # The network's own "a pose is present" probability; MediaPipe Pose drops the
 # pose (and its mask) below 0.5. Empty crops score < 1e-3, crops with a person > 0.9.
 PRESENCE_THRESHOLD = 0.5
+# The pose model file is not replaceable (no model_path with model pose): only a reinstall fixes it.
+GENUINE_FILES_FIX = f"run `{INSTALL_COMMAND}` to restore the genuine model files"
 
 
 def presence_output(interpreter, file) -> int:
@@ -37,7 +39,7 @@ def presence_output(interpreter, file) -> int:
             return output["index"]
     raise ModelError(
         f"{file} is not MediaPipe's pose landmark model (no presence score)",
-        "run `privacycam models install` to restore the genuine model files",
+        GENUINE_FILES_FIX,
     )
 
 
@@ -53,7 +55,7 @@ class PoseCropSegmenter(LiteRtSelfieSegmenter):
         if (width, height) != self.input_size:
             raise ModelError(
                 f"{file} takes {width}x{height} images, the selfie model {self.input_size[0]}x{self.input_size[1]}",
-                "run `privacycam models install` to restore the genuine model files",
+                GENUINE_FILES_FIX,
             )
         self._pose_mask = mask_output(self._pose, file, height, width)
         self._pose_presence = presence_output(self._pose, file)
