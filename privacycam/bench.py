@@ -19,6 +19,7 @@ import numpy as np
 
 from privacycam.config import load_config
 from privacycam.pipeline import Pipeline, PrivacyState
+from privacycam.sinks import publishable_size
 from privacycam.sources import LatestFrameFeed, SequentialFeed, open_source
 from privacycam.sources.base import Frame, FrameSource
 from privacycam.sources.synthetic import SyntheticSource
@@ -116,9 +117,11 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def bench_command(args: argparse.Namespace) -> int:
+    width, height = publishable_size(args.width, args.height)
+    if (width, height) != (args.width, args.height):
+        print(f"bench: the virtual camera needs even sizes (I420): measuring {width}x{height}", file=sys.stderr)
     config, _ = load_config(args.config)
-    config = config.with_overrides(privacy={"start": True}, camera={"width": args.width, "height": args.height})
-    width, height = args.width, args.height
+    config = config.with_overrides(privacy={"start": True}, camera={"width": width, "height": height})
     if args.input:
         make = lambda: open_source(args.input, config.camera)  # noqa: E731
         source = EndlessSource(make)

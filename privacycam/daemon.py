@@ -17,7 +17,7 @@ from privacycam.control.hotkey import start_hotkey
 from privacycam.control.socket_server import ControlServer, default_socket_path
 from privacycam.errors import ConfigError, SourceError
 from privacycam.pipeline import Pipeline, PrivacyState
-from privacycam.sinks import open_sink, sink_is_live
+from privacycam.sinks import open_sink, publishable_size, sink_is_live
 from privacycam.sources import LatestFrameFeed, SequentialFeed, is_camera, open_source
 from privacycam.sources.camera import device_path
 from privacycam.sources.video_file import VideoFileSource
@@ -77,8 +77,8 @@ class Daemon:
         self.feed, size, fps, self.live = self._open_feed(input_spec, live_sink)
         out = config.output
         self.size = (out.width or size[0], out.height or size[1])
-        if output_spec.startswith("vcam") and (self.size[0] % 2 or self.size[1] % 2):
-            self.size = (self.size[0] - self.size[0] % 2, self.size[1] - self.size[1] % 2)
+        if output_spec.startswith("vcam") and publishable_size(*self.size) != self.size:
+            self.size = publishable_size(*self.size)
             log.info("the virtual camera needs even sizes (I420): publishing %dx%d", *self.size)
         self.fps = out.fps or fps
         try:

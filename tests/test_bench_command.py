@@ -51,3 +51,9 @@ def test_bench_on_real_frames_scaled_to_size(tmp_path):
     frames = first_frames("davis2016_lucia", 5, tmp_path / "in")
     figures = _bench("--input", str(frames), "--width", "640", "--height", "360", "--frames", "12")
     assert (figures["width"], figures["height"], figures["frames"]) == (640, 360, 12)
+
+
+def test_bench_measures_odd_sizes_at_the_even_size_the_virtual_camera_publishes():
+    # I420 needs even sides: the virtual camera publishes 320x240 for 321x241 frames
+    figures = _bench("--width", "321", "--height", "241", "--frames", "5")
+    assert (figures["width"], figures["height"], figures["frames"]) == (320, 240, 5)

@@ -11,7 +11,7 @@ from privacycam.sinks.null import NullSink
 from privacycam.sinks.png_folder import PngFolderSink
 from privacycam.sinks.video_file import VideoFileSink
 
-__all__ = ["Sink", "open_sink", "sink_is_live"]
+__all__ = ["Sink", "open_sink", "publishable_size", "sink_is_live"]
 
 VIDEO_SUFFIXES = (".mp4", ".mkv")
 
@@ -19,6 +19,11 @@ VIDEO_SUFFIXES = (".mp4", ".mkv")
 def sink_is_live(spec: str) -> bool:
     """Live sinks want frames in real time (the newest wins); file sinks want every frame."""
     return spec == "vcam" or spec.startswith("vcam:") or spec == "preview"
+
+
+def publishable_size(width: int, height: int) -> tuple[int, int]:
+    """The size the virtual camera publishes for frames of width x height: I420 needs even sides."""
+    return width - width % 2, height - height % 2
 
 
 def open_sink(spec: str, width: int, height: int, fps: float, output: OutputConfig) -> Sink:
