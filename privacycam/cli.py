@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -18,6 +19,22 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", metavar="FILE", help="YAML config (default: $XDG_CONFIG_HOME/privacycam/config.yaml, else built-in)"
     )
+
+
+def _positive(kind: type[int] | type[float]):
+    """An argparse type: a finite number above zero (0 frames or a negative rate means nothing)."""
+    wanted = "a whole number above 0" if kind is int else "a number above 0"
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--output", metavar="SINK", help="vcam (default), vcam:/dev/videoN, file.mp4/.mkv, folder, preview, or null"
     )
-    run.add_argument("--frames", type=int, metavar="N", help="stop after N frames")
+    run.add_argument("--frames", type=_positive(int), metavar="N", help="stop after N frames")
     run.add_argument("--privacy", choices=("on", "off"), help="starting privacy state (default: config)")
 
     matte = commands.add_parser("matte", help="write the 8-bit person alpha of every frame as PNG")
@@ -46,10 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="measure fps, CPU, latency of the real pipeline; prints JSON")
     _add_config(bench)
     bench.add_argument("--input", metavar="SRC", help="default: built-in synthetic scene")
-    bench.add_argument("--width", type=int, default=1280)
-    bench.add_argument("--height", type=int, default=720)
-    bench.add_argument("--frames", type=int, default=300)
-    bench.add_argument("--fps", type=float, help="pace the source like a camera at this rate")
+    bench.add_argument("--width", type=_positive(int), default=1280)
+    bench.add_argument("--height", type=_positive(int), default=720)
+    bench.add_argument("--frames", type=_positive(int), default=300)
+    bench.add_argument("--fps", type=_positive(float), help="pace the source like a camera at this rate")
 
     for name, text in (
         ("toggle", "toggle privacy"),

@@ -133,3 +133,22 @@ def test_output_cut_short_by_the_reader_is_no_traceback():
     result = subprocess.run(command, shell=True, capture_output=True, text=True, env=cli_env())
     assert result.stdout.startswith("general")
     assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "value"),
+    [
+        ("bench", "--frames", "0"),
+        ("bench", "--fps", "-5"),
+        ("bench", "--fps", "nan"),
+        ("bench", "--width", "0"),
+        ("run", "--frames", "-1"),
+        ("bench", "--frames", "1.5"),
+    ],
+)
+def test_counts_and_rates_must_be_above_zero(command, option, value):
+    # `bench --fps -5` used to pace a camera backwards and drop thousands of frames
+    result = run_cli(command, option, value)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and f"argument {option}: must be a" in errors[0] and "above 0" in errors[0], result.stderr
