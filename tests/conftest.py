@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -100,3 +101,32 @@ def write_config(path: Path, text: str) -> Path:
 def no_user_config(tmp_path_factory, monkeypatch):
     """Tests never read the developer's own ~/.config/privacycam."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
+
+
+needs_x_server = pytest.mark.skipif(
+    not (shutil.which("Xvfb") and shutil.which("xdotool")),
+    reason="needs Xvfb and xdotool (apt-get install xvfb xdotool; scripts/test.sh does this)",
+)
+
+
+@pytest.fixture
+def display():
+    """A private X server (Xvfb); its DISPLAY name."""
+    number = 97
+    server = subprocess.Popen(
+        ["Xvfb", f":{number}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"], stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 10
+    while (
+        subprocess.run(
+            ["xdotool", "getmouselocation"], env={"DISPLAY": f":{number}"}, capture_output=True, check=False
+        ).returncode
+        != 0
+    ):
+        if time.monotonic() > deadline:
+            server.kill()
+            pytest.fail("Xvfb did not start")
+        time.sleep(0.1)
+    yield f":{number}"
+    server.terminate()
+    server.wait(5)

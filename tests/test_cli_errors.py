@@ -152,3 +152,11 @@ def test_counts_and_rates_must_be_above_zero(command, option, value):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and f"argument {option}: must be a" in errors[0] and "above 0" in errors[0], result.stderr
+
+
+@pytest.mark.parametrize("display", [None, ":251"])
+def test_preview_output_without_an_x_server(display):
+    # OpenCV's Qt aborted the whole process (SIGABRT, core dump) when it found no X server
+    env = cli_env(DISPLAY=display) if display else cli_env()
+    result = run_cli("run", "--input", "synthetic", "--output", "preview", "--frames", "5", env=env)
+    _assert_one_clear_line(result, 1, "the preview window cannot open")

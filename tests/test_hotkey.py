@@ -2,44 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 
 import cv2
 import numpy as np
-import pytest
-from conftest import cli_env
+from conftest import cli_env, needs_x_server
 from daemon_helpers import RunningDaemon
 
 from privacycam.sources.synthetic import SyntheticSource
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("Xvfb") and shutil.which("xdotool")),
-    reason="needs Xvfb and xdotool (apt-get install xvfb xdotool; scripts/test.sh does this)",
-)
-
-
-@pytest.fixture
-def display():
-    number = 97
-    server = subprocess.Popen(
-        ["Xvfb", f":{number}", "-screen", "0", "640x480x24", "-nolisten", "tcp"], stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 10
-    while (
-        subprocess.run(
-            ["xdotool", "getmouselocation"], env={"DISPLAY": f":{number}"}, capture_output=True, check=False
-        ).returncode
-        != 0
-    ):
-        if time.monotonic() > deadline:
-            server.kill()
-            pytest.fail("Xvfb did not start")
-        time.sleep(0.1)
-    yield f":{number}"
-    server.terminate()
-    server.wait(5)
+pytestmark = needs_x_server
 
 
 def _key(display: str, keys: str) -> None:

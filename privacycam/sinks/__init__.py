@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from privacycam.config import OutputConfig
@@ -12,6 +13,8 @@ from privacycam.sinks.png_folder import PngFolderSink
 from privacycam.sinks.video_file import VideoFileSink
 
 __all__ = ["Sink", "open_sink", "publishable_size", "sink_is_live"]
+
+log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".mkv")
 
@@ -27,6 +30,22 @@ def publishable_size(width: int, height: int) -> tuple[int, int]:
 
 
 def open_sink(spec: str, width: int, height: int, fps: float, output: OutputConfig) -> Sink:
+    """SINK of `privacycam run --output`, and the preview window beside it when `output.preview` is on."""
+    sink = _open_output(spec, width, height, fps, output)
+    if not output.preview or spec == "preview":
+        return sink
+    from privacycam.sinks.preview import PreviewSink, WithPreview
+
+    try:
+        preview = PreviewSink()
+    except SinkError as exc:
+        # the preview is an extra: the output the user asked for goes on without it
+        log.warning("output.preview is on, but %s; going on without it", exc.problem)
+        return sink
+    return WithPreview(sink, preview)
+
+
+def _open_output(spec: str, width: int, height: int, fps: float, output: OutputConfig) -> Sink:
     """SINK of `privacycam run --output`: vcam, vcam:/dev/videoN, file.mp4/.mkv, folder, null, preview."""
     if spec == "null":
         return NullSink()

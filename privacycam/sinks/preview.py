@@ -1,4 +1,4 @@
-"""An OpenCV window showing the output, when a display is there."""
+"""An OpenCV window showing the output: `--output preview`, or beside another sink (`output.preview`)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,42 @@ import os
 import cv2
 import numpy as np
 
+from privacycam.errors import SinkError
+from privacycam.sinks.base import Sink
 from privacycam.sources.base import Frame
 
 WINDOW = "PrivacyCam preview"
+NO_WINDOW_FIX = "run it in a desktop session (X11, or XWayland on Wayland), or use --output vcam, a file or null"
 
 
-def display_available() -> bool:
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+def x_display_problem() -> str | None:
+    """Why a window cannot open here, or None.
+
+    OpenCV's wheel draws windows with Qt's xcb plugin only, and Qt aborts the
+    whole process (no exception) when it cannot reach an X server: so connect
+    once ourselves first, with python-xlib (which pynput brings on Linux).
+    """
+    name = os.environ.get("DISPLAY")
+    if not name:
+        wayland = " (Wayland without XWayland)" if os.environ.get("WAYLAND_DISPLAY") else ""
+        return f"there is no X display{wayland}: DISPLAY is not set"
+    try:
+        from Xlib.display import Display
+
+        Display(name).close()
+    except Exception as exc:  # noqa: BLE001 - python-xlib raises several kinds for an unreachable display
+        return f"X display {name} cannot be reached ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    return None
 
 
 class PreviewSink:
     description = "preview window"
     consumer_watching = True
+
+    def __init__(self) -> None:
+        problem = x_display_problem()
+        if problem is not None:
+            raise SinkError(f"the preview window cannot open: {problem}", NO_WINDOW_FIX)
 
     def send(self, image: np.ndarray, frame: Frame | None) -> None:
         cv2.imshow(WINDOW, image)
@@ -26,3 +50,27 @@ class PreviewSink:
 
     def close(self) -> None:
         cv2.destroyWindow(WINDOW)
+
+
+class WithPreview:
+    """Another sink, with every frame it gets also shown in the preview window (`output.preview`)."""
+
+    def __init__(self, sink: Sink, preview: PreviewSink) -> None:
+        self._sink = sink
+        self._preview = preview
+        self.description = f"{sink.description} + {preview.description}"
+
+    @property
+    def consumer_watching(self) -> bool:
+        """Whether an app reads the real output; the preview alone does not keep the camera on."""
+        return self._sink.consumer_watching
+
+    def send(self, image: np.ndarray, frame: Frame | None) -> None:
+        self._sink.send(image, frame)
+        self._preview.send(image, frame)
+
+    def close(self) -> None:
+        try:
+            self._preview.close()
+        finally:
+            self._sink.close()
