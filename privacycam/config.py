@@ -181,6 +181,26 @@ class Config(_Section):
         return _validate(data, "command line")
 
 
+# What a running daemon takes over on reload (SIGHUP): the rest (camera, virtual
+# camera, control socket, hotkey, log level) is opened or set once, at start.
+APPLIED_ON_RELOAD = ("segmenter", "mask", "background", "privacy.placeholder_color")
+
+
+def changes_for_next_start(old: Config, new: Config) -> list[str]:
+    """Keys (section.key) that differ between two configs and a running daemon does not apply."""
+    changed = []
+    for section in Config.model_fields:
+        before, after = getattr(old, section), getattr(new, section)
+        keys = type(before).model_fields if isinstance(before, BaseModel) else [None]
+        for key in keys:
+            name = section if key is None else f"{section}.{key}"
+            if section in APPLIED_ON_RELOAD or name in APPLIED_ON_RELOAD:
+                continue
+            if (before if key is None else getattr(before, key)) != (after if key is None else getattr(after, key)):
+                changed.append(name)
+    return changed
+
+
 def user_config_path() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
     return Path(base) / "privacycam" / "config.yaml"

@@ -12,7 +12,7 @@ import signal
 import threading
 from pathlib import Path
 
-from privacycam.config import Config, load_config
+from privacycam.config import Config, changes_for_next_start, load_config
 from privacycam.control.hotkey import start_hotkey
 from privacycam.control.socket_server import ControlServer, default_socket_path
 from privacycam.errors import ConfigError, SourceError
@@ -39,6 +39,7 @@ def run_command(args: argparse.Namespace) -> int:
 class Daemon:
     def __init__(self, config: Config, config_path: Path | None, input_spec: int | str, output_spec: str) -> None:
         self.config = config
+        self._config_at_start = config  # what the camera, output, socket and hotkey were opened with
         self.config_path = config_path
         self.input_spec = input_spec
         self.output_spec = output_spec
@@ -126,10 +127,15 @@ class Daemon:
         except ConfigError as exc:
             log.error("config reload (%s) rejected, keeping the running one: %s", cause, exc.message)
             return exc.message
+        later = changes_for_next_start(self._config_at_start, config)
         self.config = config
         if self.pipeline is not None:
             self.pipeline.request_reload(config)
-        return "reloaded"
+        if not later:
+            return "reloaded"
+        message = f"reloaded; {', '.join(later)} {'takes' if len(later) == 1 else 'take'} effect at the next start"
+        log.warning("config reload (%s): %s (systemctl --user restart privacycam)", cause, message)
+        return message
 
     def stop(self, cause: str) -> None:
         log.info("stopping (%s)", cause)

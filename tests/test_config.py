@@ -9,7 +9,7 @@ from conftest import REPO, run_cli, write_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from privacycam.config import Config, load_config, parse_config_text
+from privacycam.config import Config, changes_for_next_start, load_config, parse_config_text
 from privacycam.errors import ConfigError
 
 
@@ -119,3 +119,18 @@ def test_fuzzed_text_loads_or_raises_the_config_error(text):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(Path(tmp_path / "nope.yaml"))
+
+
+def test_changes_a_reload_cannot_apply_are_named():
+    before = Config()
+    after = before.with_overrides(
+        camera={"device": "/dev/video2"},
+        output={"preview": True},
+        privacy={"hotkey": "q", "placeholder_color": (1, 2, 3)},
+        mask={"smoothing": 0.5},
+        segmenter={"model": "general"},
+        background={"mode": "color"},
+    )
+    assert changes_for_next_start(before, after) == ["camera.device", "output.preview", "privacy.hotkey"]
+    assert changes_for_next_start(before, before) == []
+    assert changes_for_next_start(before, Config(log_level="debug")) == ["log_level"]
