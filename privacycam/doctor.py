@@ -167,6 +167,22 @@ def check_hotkey() -> Check:
     return Check(OK, f"hotkey backend: X display {os.environ['DISPLAY']}")
 
 
+def check_preview(config) -> list[Check]:
+    """output.preview needs an X server the daemon can reach (checked only when it is on)."""
+    if config is None or not config.output.preview:
+        return []
+    from privacycam.sinks.preview import x_display_problem
+
+    problem = x_display_problem()
+    if problem is not None:
+        return [
+            Check(
+                WARN, f"output.preview is on, but {problem}", "run in a desktop session, or set output.preview: false"
+            )
+        ]
+    return [Check(OK, f"preview window: X display {os.environ['DISPLAY']}")]
+
+
 def check_daemon(config) -> Check:
     from privacycam.control.client import send_command
     from privacycam.control.socket_server import default_socket_path
@@ -197,6 +213,7 @@ def doctor_command(args: argparse.Namespace) -> int:
         *check_loopback(label),
         *config_checks,
         check_hotkey(),
+        *check_preview(config),
         check_daemon(config),
         check_systemd_unit(),
     ]

@@ -75,3 +75,11 @@ def test_preview_without_x_is_skipped_and_the_output_goes_on(tmp_path):
 @needs_x_server
 def test_window_image_is_none_without_the_window(display):
     assert _window_image(display) is None
+
+
+def test_doctor_warns_when_the_preview_cannot_open(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("output: {preview: true}\n")
+    lines = run_cli("doctor", "--config", str(config)).stdout.splitlines()
+    assert any(line.startswith("WARN  output.preview is on, but there is no X display") for line in lines), lines
+    assert not any("output.preview" in line for line in run_cli("doctor").stdout.splitlines())
