@@ -15,6 +15,7 @@ from pathlib import Path
 from privacycam import models
 from privacycam.config import SegmenterConfig, load_config, user_config_path
 from privacycam.errors import PrivacyCamError
+from privacycam.x_display import x_display_problem
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 SYSFS_VIDEO = "/sys/class/video4linux"
@@ -158,8 +159,9 @@ def check_config(config_file: str | None) -> tuple[list[Check], object | None]:
 
 
 def check_hotkey() -> Check:
-    if not os.environ.get("DISPLAY"):
-        return Check(WARN, "no X display: the hotkey is off", "bind `privacycam toggle` to a desktop shortcut")
+    problem = x_display_problem()
+    if problem is not None:
+        return Check(WARN, f"the hotkey is off: {problem}", "bind `privacycam toggle` to a desktop shortcut")
     try:
         import pynput.keyboard  # noqa: F401
     except Exception as exc:  # noqa: BLE001 - pynput fails in many ways without a usable X
@@ -171,8 +173,6 @@ def check_preview(config) -> list[Check]:
     """output.preview needs an X server the daemon can reach (checked only when it is on)."""
     if config is None or not config.output.preview:
         return []
-    from privacycam.sinks.preview import x_display_problem
-
     problem = x_display_problem()
     if problem is not None:
         return [

@@ -160,3 +160,14 @@ def test_preview_output_without_an_x_server(display):
     env = cli_env(DISPLAY=display) if display else cli_env()
     result = run_cli("run", "--input", "synthetic", "--output", "preview", "--frames", "5", env=env)
     _assert_one_clear_line(result, 1, "the preview window cannot open")
+
+
+def test_hotkey_and_doctor_name_an_unreachable_x_display():
+    # pynput's own error blamed the platform over several lines
+    env = cli_env(DISPLAY=":251")
+    result = run_cli("run", "--input", "synthetic", "--output", "null", "--frames", "3", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "hotkey 'p' is off: X display :251 cannot be reached" in result.stderr
+    assert "not supported" not in result.stderr
+    doctor = run_cli("doctor", env=env).stdout
+    assert "WARN  the hotkey is off: X display :251 cannot be reached" in doctor

@@ -9,9 +9,10 @@ ctrl+p do not toggle.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterable
+
+from privacycam.x_display import x_display_problem
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,9 @@ def start_hotkey(key: str | None, modifiers: Iterable[str], on_hotkey: Callable[
     """A running listener, or None with one log line saying why and what to do instead."""
     if not key:
         return None
-    if not os.environ.get("DISPLAY"):
-        wayland = " (Wayland has no global-hotkey backend)" if os.environ.get("WAYLAND_DISPLAY") else ""
-        log.info("hotkey %r is off: no X display%s; %s", key, wayland, NO_BACKEND_HINT)
+    problem = x_display_problem()
+    if problem is not None:
+        log.info("hotkey %r is off: %s; %s", key, problem, NO_BACKEND_HINT)
         return None
     try:
         return HotkeyListener(key, modifiers, on_hotkey)

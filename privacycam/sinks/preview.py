@@ -2,37 +2,16 @@
 
 from __future__ import annotations
 
-import os
-
 import cv2
 import numpy as np
 
 from privacycam.errors import SinkError
 from privacycam.sinks.base import Sink
 from privacycam.sources.base import Frame
+from privacycam.x_display import x_display_problem
 
 WINDOW = "PrivacyCam preview"
 NO_WINDOW_FIX = "run it in a desktop session (X11, or XWayland on Wayland), or use --output vcam, a file or null"
-
-
-def x_display_problem() -> str | None:
-    """Why a window cannot open here, or None.
-
-    OpenCV's wheel draws windows with Qt's xcb plugin only, and Qt aborts the
-    whole process (no exception) when it cannot reach an X server: so connect
-    once ourselves first, with python-xlib (which pynput brings on Linux).
-    """
-    name = os.environ.get("DISPLAY")
-    if not name:
-        wayland = " (Wayland without XWayland)" if os.environ.get("WAYLAND_DISPLAY") else ""
-        return f"there is no X display{wayland}: DISPLAY is not set"
-    try:
-        from Xlib.display import Display
-
-        Display(name).close()
-    except Exception as exc:  # noqa: BLE001 - python-xlib raises several kinds for an unreachable display
-        return f"X display {name} cannot be reached ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-    return None
 
 
 class PreviewSink:
