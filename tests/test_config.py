@@ -40,6 +40,12 @@ def test_every_default_key_is_documented():
         ("mask: {smoothing: 2}", "mask.smoothing"),
         ("camera: [1, 2", "broken YAML at line 1"),
         ("- just a list", "top level must be a mapping"),
+        # PyYAML alone keeps the last of two blocks and drops the first without a word
+        (
+            "mask: {smoothing: 0.5}\nbackground: {mode: color}\nmask: {feather: 0.01}",
+            "line 3, column 1: 'mask' is given twice",
+        ),
+        ("mask: {smoothing: 0.5, smoothing: 0.6}", "'smoothing' is given twice"),
     ],
 )
 def test_bad_config_gives_one_clear_line(text, expected):
@@ -54,6 +60,13 @@ def test_relative_background_path_is_relative_to_the_config_file(tmp_path):
     (tmp_path / "bg.png").write_bytes(b"")
     config, _ = load_config(write_config(tmp_path / "c.yaml", "background: {mode: image, image: bg.png}"))
     assert config.background.image == tmp_path / "bg.png"
+
+
+def test_a_merged_key_may_be_overridden():
+    text = "background: &base {mode: color, color: [1, 2, 3]}\nmask: {smoothing: 0.5}\n"
+    assert parse_config_text(text).background.color == (1, 2, 3)
+    config = parse_config_text("background:\n  <<: {mode: color, blur_strength: 5}\n  blur_strength: 9\n")
+    assert (config.background.mode, config.background.blur_strength) == ("color", 9)
 
 
 def test_on_off_words_for_privacy_start():
