@@ -181,9 +181,11 @@ class Config(_Section):
         return _validate(data, "command line")
 
 
-# What a running daemon takes over on reload (SIGHUP): the rest (camera, virtual
-# camera, control socket, hotkey, log level) is opened or set once, at start.
-APPLIED_ON_RELOAD = ("segmenter", "mask", "background", "privacy.placeholder_color")
+# Keys a reload (SIGHUP) needs no restart for: the daemon applies these sections
+# and the placeholder colour at once, and privacy.start only picks the state at
+# start (--privacy overrides it; the running state is toggled live). The rest
+# (camera, virtual camera, control socket, hotkey, log level) is set up once.
+NO_RESTART_NEEDED = ("segmenter", "mask", "background", "privacy.placeholder_color", "privacy.start")
 
 
 def changes_for_next_start(old: Config, new: Config) -> list[str]:
@@ -194,7 +196,7 @@ def changes_for_next_start(old: Config, new: Config) -> list[str]:
         keys = type(before).model_fields if isinstance(before, BaseModel) else [None]
         for key in keys:
             name = section if key is None else f"{section}.{key}"
-            if section in APPLIED_ON_RELOAD or name in APPLIED_ON_RELOAD:
+            if section in NO_RESTART_NEEDED or name in NO_RESTART_NEEDED:
                 continue
             if (before if key is None else getattr(before, key)) != (after if key is None else getattr(after, key)):
                 changed.append(name)

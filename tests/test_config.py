@@ -140,7 +140,7 @@ def test_changes_a_reload_cannot_apply_are_named():
     after = before.with_overrides(
         camera={"device": "/dev/video2"},
         output={"preview": True},
-        privacy={"hotkey": "q", "placeholder_color": (1, 2, 3)},
+        privacy={"hotkey": "q", "placeholder_color": (1, 2, 3), "start": False},
         mask={"smoothing": 0.5},
         segmenter={"model": "general"},
         background={"mode": "color"},
