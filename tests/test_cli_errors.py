@@ -154,10 +154,10 @@ def test_counts_and_rates_must_be_above_zero(command, option, value):
     assert len(errors) == 1 and f"argument {option}: must be a" in errors[0] and "above 0" in errors[0], result.stderr
 
 
-@pytest.mark.parametrize("display", [None, ":251"])
-def test_preview_output_without_an_x_server(display):
+@pytest.mark.parametrize("display_name", [None, ":251"])
+def test_preview_output_without_an_x_server(display_name):
     # OpenCV's Qt aborted the whole process (SIGABRT, core dump) when it found no X server
-    env = cli_env(DISPLAY=display) if display else cli_env()
+    env = cli_env(DISPLAY=display_name) if display_name else cli_env()
     result = run_cli("run", "--input", "synthetic", "--output", "preview", "--frames", "5", env=env)
     _assert_one_clear_line(result, 1, "the preview window cannot open")
 
