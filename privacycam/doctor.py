@@ -62,7 +62,7 @@ def models_in_use(config) -> set[str]:
     segmenter = config.segmenter if config is not None else SegmenterConfig()
     if segmenter.backend != "mediapipe" or segmenter.model_path is not None:
         return set()
-    return {"auto": {"landscape", "general"}, "pose": {"general", "pose"}}.get(segmenter.model, {segmenter.model})
+    return set(models.built_in_models(segmenter.model))
 
 
 def check_models(config=None) -> list[Check]:

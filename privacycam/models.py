@@ -26,6 +26,16 @@ INSTALL_COMMAND = "privacycam models install"
 MODEL_FILE_FIX = f"point segmenter.model_path at a selfie-segmentation .tflite or run `{INSTALL_COMMAND}`"
 
 
+# The segmenter.model values that run two built-in models: (whole frames, crops
+# around people). See segmenters/frame_and_crop.py and litert_pose.py.
+TWO_MODEL_MODES = {"auto": ("landscape", "general"), "pose": ("general", "pose")}
+
+
+def built_in_models(model: str) -> tuple[str, ...]:
+    """The built-in model files that segmenter.model runs (without a model_path)."""
+    return TWO_MODEL_MODES.get(model, (model,))
+
+
 @dataclass(frozen=True)
 class ModelFile:
     name: str  # the config's segmenter.model value

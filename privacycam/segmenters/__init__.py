@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from privacycam.config import TORCH_BACKENDS, SegmenterConfig
 from privacycam.errors import ModelError
+from privacycam.models import TWO_MODEL_MODES
 from privacycam.segmenters.base import Segmenter, SegmenterOutputError, checked_mask
 
 __all__ = ["Segmenter", "SegmenterOutputError", "checked_mask", "create_segmenter"]
@@ -19,9 +20,10 @@ def create_segmenter(config: SegmenterConfig) -> Segmenter:
         if config.model == "auto" and config.model_path is None:
             from privacycam.segmenters.frame_and_crop import FrameAndCropSegmenter
 
-            whole_frames = _selfie_segmenter(config, "landscape")
+            whole_frames_model, crops_model = TWO_MODEL_MODES["auto"]
+            whole_frames = _selfie_segmenter(config, whole_frames_model)
             try:
-                return FrameAndCropSegmenter(whole_frames, _selfie_segmenter(config, "general"))
+                return FrameAndCropSegmenter(whole_frames, _selfie_segmenter(config, crops_model))
             except BaseException:
                 whole_frames.close()
                 raise

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from privacycam.errors import ModelError
-from privacycam.models import INSTALL_COMMAND, model_path
+from privacycam.models import INSTALL_COMMAND, TWO_MODEL_MODES, model_path
 from privacycam.segmenters.litert_selfie import LiteRtSelfieSegmenter, image_input, mask_output, open_interpreter
 from privacycam.segmenters.native_stderr import quiet_native_stderr
 
@@ -47,9 +47,10 @@ class PoseCropSegmenter(LiteRtSelfieSegmenter):
     """Selfie model for whole frames (`segment`), the pose model's mask for crops (`segment_crop`)."""
 
     def __init__(self, threads: int = 1) -> None:
-        super().__init__("general", threads=threads)
+        whole_frames_model, crops_model = TWO_MODEL_MODES["pose"]
+        super().__init__(whole_frames_model, threads=threads)
         self.name = "mediapipe-pose"
-        file = model_path("pose")
+        file = model_path(crops_model)
         self._pose = open_interpreter(file, threads)
         self._pose_input, height, width = image_input(self._pose, file)
         if (width, height) != self.input_size:
