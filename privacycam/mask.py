@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from privacycam.config import MaskConfig
-from privacycam.roi import Box, RoiPlan, RoiSettings, RoiTracker
+from privacycam.roi import Box, RoiPlan, RoiSettings, RoiTracker, bounding_box
 from privacycam.segmenters.base import Segmenter, checked_mask
 from privacycam.segmenters.people import MainPersonState, keep_main_person
 
@@ -243,30 +243,33 @@ class Matter:
             if tracker.tracking:  # the people are large: the whole frame is their crop
                 return plan, None
             # nobody tracked yet: crop around whoever the whole frame shows, in this very frame
-            people = tracker.people_in(raw)
+            blobs = tracker.blobs_in(raw)
+            people = bounding_box(blobs)
             crop = tracker.crop_for(people) if people is not None and not tracker.is_large(people) else whole
             if crop == whole:
                 return plan, None
-            plan = RoiPlan(crop, whole_frame=False, full_pass=True)
+            plan = RoiPlan(crop, whole_frame=False, full_pass=True, several_people=len(blobs) > 1)
         elif plan.full_pass:
             # look for people entering; only their position is used, the crop gives the matte
             self._segment_box(whole, self._full)
             found = tracker.people_in(self._full, exclude=plan.box)
         raw.fill(0.0)
-        self._segment_box(plan.box, raw)
+        self._segment_box(plan.box, raw, plan.several_people)
         if not plan.full_pass and tracker.people_in(raw) is None:
             # the crop lost everyone: look at the whole frame now
             self._segment_box(whole, raw)
             plan = RoiPlan(whole, whole_frame=True, full_pass=True)
         return plan, found
 
-    def _segment_box(self, box: Box, canvas: np.ndarray) -> None:
+    def _segment_box(self, box: Box, canvas: np.ndarray, several_people: bool = False) -> None:
         """Run the segmenter on box (work pixels) and write its confidence into canvas[box]."""
         # A segmenter with a model for crops around people (segmenter.model: auto
-        # or pose) gets those; whole frames always go to the model that sees everyone.
+        # or pose) gets those; whole frames always go to the model that sees everyone,
+        # and so do crops holding several people when the crop model sees only one.
         segment_crop = getattr(self.segmenter, "segment_crop", None)
         whole = (box.width, box.height) == self._work_size
-        if segment_crop is None or whole:
+        one_person_model = several_people and getattr(self.segmenter, "crops_hold_one_person", False)
+        if segment_crop is None or whole or one_person_model:
             segment, (model_w, model_h) = self.segmenter.segment, self.segmenter.input_size
         else:
             segment, (model_w, model_h) = segment_crop, self._crop_input_size

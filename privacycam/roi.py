@@ -100,6 +100,7 @@ class RoiPlan:
     box: Box  # where to segment, in work pixels
     whole_frame: bool  # box is the whole frame
     full_pass: bool  # also look at the whole frame for people outside the box
+    several_people: bool = False  # the last matte showed more than one person (separate blobs)
 
 
 class RoiTracker:
@@ -130,6 +131,7 @@ class RoiTracker:
         self._grow = (0.0, 0.0, 0.0, 0.0)  # extra room left, top, right, bottom
         self._since_full = 0
         self._large = False  # people large enough for the whole frame
+        self._several = False  # more than one person-sized blob
 
     @property
     def tracking(self) -> bool:
@@ -144,7 +146,7 @@ class RoiTracker:
         box = self.crop_for(people, self._grow)
         whole = box == self.frame
         full = whole or self._since_full + 1 >= self.settings.full_frame_every
-        return RoiPlan(box, whole_frame=whole, full_pass=full)
+        return RoiPlan(box, whole_frame=whole, full_pass=full, several_people=self._several)
 
     def crop_for(self, people: Box, grow: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)) -> Box:
         """The crop for people in `people`: margin, model aspect, inside the frame, or the whole frame."""
@@ -167,6 +169,10 @@ class RoiTracker:
 
         `exclude`: a region of the matte to ignore (e.g. the crop already segmented).
         """
+        return bounding_box(self.blobs_in(matte, exclude))
+
+    def blobs_in(self, matte: np.ndarray, exclude: Box | None = None) -> list[Box]:
+        """Bounding boxes (work pixels) of the matte's person-sized blobs, one per blob."""
         tracked = matte[: self._tracked_area[1], : self._tracked_area[0]]
         cv2.resize(tracked, self._track_size, dst=self._small, interpolation=cv2.INTER_AREA)
         cv2.compare(self._small, PERSON, cv2.CMP_GE, dst=self._small_u8)
@@ -179,19 +185,19 @@ class RoiTracker:
             )
             self._small_u8[inner.slices] = 0
         count, _, stats, _ = cv2.connectedComponentsWithStats(self._small_u8, self._labels, 8, cv2.CV_32S)
-        found = None
-        for x, y, w, h, area in stats[1:count]:  # one row per blob, a handful
-            if area < self._min_pixels:
-                continue
-            blob = Box(int(x), int(y), int(x + w), int(y + h))
-            found = blob if found is None else found.union(blob)
-        if found is None:
-            return None
-        return found.scaled(*self._to_work).clipped(self.work_width, self.work_height)
+        blobs = [
+            Box(int(x), int(y), int(x + w), int(y + h))
+            for x, y, w, h, area in stats[1:count]
+            if area >= self._min_pixels
+        ]
+        return [blob.scaled(*self._to_work).clipped(self.work_width, self.work_height) for blob in blobs]
 
     def observe(self, matte: np.ndarray, plan: RoiPlan, found: Box | None = None) -> None:
         """Take this frame's matte (float, work size) and any people a full pass found outside the crop."""
-        people = self.people_in(matte)
+        blobs = self.blobs_in(matte)
+        people = bounding_box(blobs)
+        # Several people: separate blobs on this matte, or newcomers a full pass found beside them.
+        self._several = len(blobs) > 1 or (found is not None and people is not None)
         self._since_full = 0 if plan.full_pass else self._since_full + 1
         if people is None or self._people is None or found is not None:
             self._velocity = (0.0, 0.0)  # nothing to compare, or the box jumped to take in newcomers
@@ -209,6 +215,16 @@ class RoiTracker:
         share = people.width * people.height / (self.work_width * self.work_height)
         threshold = self.settings.whole_frame_above * (WHOLE_FRAME_HYSTERESIS if was_large else 1.0)
         return share >= threshold
+
+
+def bounding_box(boxes: list[Box]) -> Box | None:
+    """The smallest box holding all of boxes; None for none."""
+    if not boxes:
+        return None
+    union = boxes[0]
+    for box in boxes[1:]:
+        union = union.union(box)
+    return union
 
 
 def _edges_touched(people: Box, crop: Box, frame: Box) -> tuple[float, float, float, float]:

@@ -88,6 +88,43 @@ def test_matte_sends_crops_to_the_crop_model_and_whole_frames_to_the_other():
     assert 1 < recorder.kinds.count("whole") < 5
 
 
+class TwoPeoplePoseLike(CropRecorder):
+    """Two people side by side; like the pose network, the crop model outlines only the left one."""
+
+    crops_hold_one_person = True
+
+    @staticmethod
+    def _people(height: int, width: int, count: int) -> np.ndarray:
+        mask = np.zeros((height, width), np.float32)
+        for left in (0.25, 0.65)[:count]:
+            mask[height // 4 :, int(width * left) : int(width * (left + 0.1))] = 1.0
+        return mask
+
+    def segment(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
+        self.calls.append(("whole", rgb.shape))
+        return self._people(*rgb.shape[:2], count=2)
+
+    def segment_crop(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
+        self.calls.append(("crop", rgb.shape))
+        return self._people(*rgb.shape[:2], count=1)
+
+
+class TwoPeopleCropsSeeAll(TwoPeoplePoseLike):
+    crops_hold_one_person = False  # a crop model that would answer for everyone (here: still only one)
+
+
+@pytest.mark.parametrize(("segmenter", "people_kept"), [(TwoPeoplePoseLike, 2), (TwoPeopleCropsSeeAll, 1)])
+def test_a_crop_around_several_people_skips_the_one_person_model(segmenter, people_kept):
+    recorder = segmenter()
+    matter = Matter(recorder, MaskConfig(roi_full_frame_every=5))
+    frame = np.zeros((480, 854, 3), np.uint8)
+    for index in range(10):
+        alpha = matter.alpha_for(frame, index * 33)
+    count, _ = cv2.connectedComponents((alpha >= 0.5).astype(np.uint8))
+    assert count - 1 == people_kept
+    assert ("crop" in recorder.kinds) == (people_kept == 1)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

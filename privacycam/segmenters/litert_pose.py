@@ -46,6 +46,10 @@ def presence_output(interpreter, file) -> int:
 class PoseCropSegmenter(LiteRtSelfieSegmenter):
     """Selfie model for whole frames (`segment`), the pose model's mask for crops (`segment_crop`)."""
 
+    # The pose network outlines one person per image: a crop around several
+    # people goes to the selfie model instead (see mask.Matter._segment_box).
+    crops_hold_one_person = True
+
     def __init__(self, threads: int = 1) -> None:
         whole_frames_model, crops_model = TWO_MODEL_MODES["pose"]
         super().__init__(whole_frames_model, threads=threads)
