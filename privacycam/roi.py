@@ -131,7 +131,7 @@ class RoiTracker:
         self._grow = (0.0, 0.0, 0.0, 0.0)  # extra room left, top, right, bottom
         self._since_full = 0
         self._large = False  # people large enough for the whole frame
-        self._several = False  # more than one person-sized blob
+        self._several = False  # more than one person in view (see observe)
 
     @property
     def tracking(self) -> bool:

@@ -8,6 +8,8 @@ belongs to `privacycam.mask`, so backends stay small and swappable.
 Optional, looked up with getattr by `privacycam.mask.Matter`: `segment_crop`
 (same contract, for crops around people) with `crop_input_size` when that
 differs from `input_size` (see segmenters/frame_and_crop.py, litert_pose.py),
+`crops_hold_one_person` (True: crops around several people go to `segment`,
+which must then take the crop model's input size; litert_pose.py),
 `selects_people` and `asynchronous` (see segmenters/background_worker.py).
 """
 
