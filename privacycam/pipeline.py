@@ -213,6 +213,7 @@ class Pipeline:
         self._fps_window: list[float] = []
         self.on_demand = on_demand
         self._restart_measurements = False
+        self._max_frames: int | None = None  # run(max_frames): stop after sending this many
         self._last_alpha: np.ndarray | None = None
         self._frames_since_mask = 0
         # The mask stage's thread and its two alternating result slots (see _matte).
@@ -241,9 +242,10 @@ class Pipeline:
 
     # -- the loop ----------------------------------------------------------------
     def run(self, max_frames: int | None = None) -> None:
+        self._max_frames = max_frames
         try:
             while not self.stop_event.is_set():
-                if max_frames is not None and self.status.frames_out >= max_frames:
+                if self._frame_limit_reached():
                     break
                 self._apply_pending_config()
                 self._check_loader()
@@ -283,10 +285,15 @@ class Pipeline:
                 self._maybe_placeholder()
             return True
         self._pending = self._finish_mask(*started)
-        if not self._overlap_pays():
+        # A step can send two frames (the held one and this one): not past `--frames N`,
+        # nor after stop() (the benchmark's sink stops the run at its frame count).
+        if not self._overlap_pays() and not self._frame_limit_reached() and not self.stop_event.is_set():
             self._publish(self._pending)
             self._pending = None
         return True
+
+    def _frame_limit_reached(self) -> bool:
+        return self._max_frames is not None and self.status.frames_out >= self._max_frames
 
     def _overlap_pays(self) -> bool:
         """Hold a masked frame back for overlap only while masking is the slower stage.

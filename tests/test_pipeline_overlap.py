@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -163,3 +164,40 @@ def test_with_nothing_to_overlap_the_mask_is_made_on_the_loops_own_thread():
     with running(pipeline) as loop_thread:
         wait_until(lambda: segmenter.calls >= 5, 5.0, "five masked frames")
     assert set(segmenter.threads) == {loop_thread.name}, segmenter.threads
+
+
+def test_a_frame_limit_is_not_overshot_when_one_step_sends_two_frames(monkeypatch):
+    """When overlap stops paying, a step sends the frame it held back and the new one: `--frames 10`
+    once wrote 11 (a flaky CI run of tests/test_run_on_real_data.py)."""
+    sink = RecordingSink()
+    feed = SequentialFeed(ClipSource(_moving_square_clip(30), loop=False))
+    pipeline = make_pipeline(feed, sink, WhiteIsPerson(), config=small_config(), live=False, size=SIZE)
+    # send, hold one back, send two, hold, send two, ...: the tenth and eleventh fall in one step
+    answers = itertools.cycle([False, True])
+    monkeypatch.setattr(pipeline, "_overlap_pays", lambda: next(answers))
+    pipeline.run(max_frames=10)
+    assert len(sink.sent) == 10
+
+
+class StopAfter(RecordingSink):
+    """Stops the run from inside `send` once it has `count` frames, as the benchmark's sink does."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.count = count
+        self.pipeline = None
+
+    def send(self, image: np.ndarray, frame: Frame | None) -> None:
+        super().send(image, frame)
+        if len(self.sent) >= self.count:
+            self.pipeline.stop()
+
+
+def test_no_frame_goes_out_after_stop_within_the_same_step(monkeypatch):
+    sink = StopAfter(8)
+    feed = SequentialFeed(ClipSource(_moving_square_clip(30), loop=False))
+    pipeline = sink.pipeline = make_pipeline(feed, sink, WhiteIsPerson(), config=small_config(), live=False, size=SIZE)
+    answers = itertools.cycle([False, True])  # the eighth frame is the held one of a two-frame step
+    monkeypatch.setattr(pipeline, "_overlap_pays", lambda: next(answers))
+    pipeline.run()
+    assert len(sink.sent) == 8
