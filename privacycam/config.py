@@ -192,13 +192,16 @@ def changes_for_next_start(old: Config, new: Config) -> list[str]:
     """Keys (section.key) that differ between two configs and a running daemon does not apply."""
     changed = []
     for section in Config.model_fields:
+        if section in NO_RESTART_NEEDED:
+            continue
         before, after = getattr(old, section), getattr(new, section)
-        keys = type(before).model_fields if isinstance(before, BaseModel) else [None]
-        for key in keys:
-            name = section if key is None else f"{section}.{key}"
-            if section in NO_RESTART_NEEDED or name in NO_RESTART_NEEDED:
-                continue
-            if (before if key is None else getattr(before, key)) != (after if key is None else getattr(after, key)):
+        if not isinstance(before, BaseModel):  # a top-level key such as log_level
+            if before != after:
+                changed.append(section)
+            continue
+        for key in type(before).model_fields:
+            name = f"{section}.{key}"
+            if name not in NO_RESTART_NEEDED and getattr(before, key) != getattr(after, key):
                 changed.append(name)
     return changed
 
