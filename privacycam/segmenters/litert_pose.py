@@ -11,8 +11,10 @@ On the four DAVIS clips in shared/data (bench/quality.py) this raises mean J
 from 0.778 to 0.814, boundary F from 0.777 to 0.811 and lowers flicker from
 0.0145 to 0.0118, for ~12 ms more CPU per frame (the landmark network is ~6x
 the selfie model). It is a choice for machines with CPU to spare, not the default.
-One person per crop: two people standing together may get one of them sharp.
-A crop in which the network finds no pose goes to the selfie model instead.
+One person per image: a crop around several separate people goes to the selfie
+model (`crops_hold_one_person`), but two people who touch form one blob and may
+get only one of them sharp. A crop in which the network finds no pose goes to
+the selfie model instead.
 """
 
 from __future__ import annotations
