@@ -8,21 +8,30 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-from privacycam.config import Config, changes_for_next_start, load_config
+from privacycam.config import Config, SegmenterConfig, changes_for_next_start, load_config
 from privacycam.control.hotkey import start_hotkey
 from privacycam.control.socket_server import ControlServer, default_socket_path
 from privacycam.errors import ConfigError, SourceError
 from privacycam.pipeline import Pipeline, PrivacyState
+from privacycam.segmenters import Segmenter, create_segmenter
 from privacycam.sinks import open_sink, publishable_size, sink_is_live
 from privacycam.sources import LatestFrameFeed, SequentialFeed, is_camera, open_source
 from privacycam.sources.camera import device_path
 from privacycam.sources.video_file import VideoFileSource
 
 log = logging.getLogger(__name__)
+
+# After a stop is requested, how long the frame loop may take to end before the
+# daemon leaves the placeholder on the device and exits without it (a stuck model
+# must not hold up systemd's stop, which kills at 10 s).
+STOP_BOUND_S = 3.0
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -37,8 +46,16 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 class Daemon:
-    def __init__(self, config: Config, config_path: Path | None, input_spec: int | str, output_spec: str) -> None:
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path | None,
+        input_spec: int | str,
+        output_spec: str,
+        segmenter_factory: Callable[[SegmenterConfig], Segmenter] = create_segmenter,
+    ) -> None:
         self.config = config
+        self._segmenter_factory = segmenter_factory
         self._config_at_start = config  # what the camera, output, socket and hotkey were opened with
         self.config_path = config_path
         self.input_spec = input_spec
@@ -89,7 +106,14 @@ class Daemon:
             raise
         try:
             self.pipeline = Pipeline(
-                config, self.feed, self.sink, self.size, self.privacy, live=self.live, on_demand=self._on_demand
+                config,
+                self.feed,
+                self.sink,
+                self.size,
+                self.privacy,
+                segmenter_factory=self._segmenter_factory,
+                live=self.live,
+                on_demand=self._on_demand,
             )
         except BaseException:
             self.sink.close()
@@ -158,6 +182,7 @@ class Daemon:
             "latency_ms": round(pipeline.status.latency_ms, 1),
             "segmenter": pipeline.status.segmenter,
             "consumer_watching": bool(self.sink.consumer_watching),
+            "device_timeout_image": bool(getattr(self.sink, "timeout_image_active", False)),
             "camera_open": bool(self.feed.source_open),
             "frames_out": pipeline.status.frames_out,
             "fail_closed_frames": pipeline.status.fail_closed_frames,
@@ -173,20 +198,79 @@ class Daemon:
             self.privacy.set(command == "on", "control socket")
         elif command == "reload":
             return {"reload": self.reload("control socket"), **self.status()}
+        if command in ("toggle", "on") and not self.private_at_device("control socket"):
+            return {**self.status(), "ok": False, "error": self._not_private_message()}
         return self.status()
+
+    def private_at_device(self, cause: str) -> bool:
+        """After privacy came on: wait until a filtered frame (or the placeholder) is on the device."""
+        if self.pipeline is None or not self.privacy.on:
+            return True
+        if self.pipeline.gate.wait_private():
+            return True
+        log.error("privacy on (%s), but %s", cause, self._not_private_message())
+        return False
+
+    def _not_private_message(self) -> str:
+        return (
+            f"no filtered frame could be written to {self.sink.description} "
+            "(the output is stuck); stop PrivacyCam or close the meeting app"
+        )
+
+    def _toggle_in_background(self, cause: str) -> None:
+        """Hotkey and SIGUSR1: toggle now, confirm at the device off the caller's thread."""
+        if self.privacy.toggle(cause):
+            threading.Thread(target=self.private_at_device, args=(cause,), daemon=True).start()
 
     def serve(self, max_frames: int | None = None) -> int:
         privacy = self.config.privacy
-        hotkey = start_hotkey(privacy.hotkey, privacy.hotkey_modifiers, lambda: self.privacy.toggle("hotkey"))
+        hotkey = start_hotkey(privacy.hotkey, privacy.hotkey_modifiers, lambda: self._toggle_in_background("hotkey"))
         try:
-            self.pipeline.run(max_frames)
+            finished = self._run_loop(max_frames)
         finally:
             self._restore_signal_handlers()
             if hotkey is not None:
                 hotkey.stop()
             self.control.close()
+        if not finished:
+            log.error(
+                "a stage did not stop within %.0f s of the stop request (a stuck model or camera); "
+                "the placeholder is on the device, exiting without waiting for it",
+                STOP_BOUND_S,
+            )
+            logging.shutdown()
+            os._exit(0)  # the stuck thread cannot be joined, and interpreter exit would join it
         log.info("stopped after %d frames", self.pipeline.status.frames_out)
         return 0
+
+    def _run_loop(self, max_frames: int | None) -> bool:
+        """The frame loop on its own thread, so that this (main) thread stays free for signals.
+
+        A stage stuck in native code would otherwise keep Python's signal handlers
+        from running at all. Returns False when a stop was requested and the loop
+        did not end within STOP_BOUND_S (the pipeline is then abandoned).
+        """
+        errors: list[BaseException] = []
+
+        def loop() -> None:
+            try:
+                self.pipeline.run(max_frames)
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread below
+                errors.append(exc)
+
+        thread = threading.Thread(target=loop, name="privacycam-loop", daemon=True)
+        thread.start()
+        stop_seen_at = None
+        while thread.is_alive():
+            thread.join(0.2)
+            if self._stop_requested and stop_seen_at is None:
+                stop_seen_at = time.monotonic()
+            if stop_seen_at is not None and time.monotonic() - stop_seen_at > STOP_BOUND_S and thread.is_alive():
+                self.pipeline.abandon()
+                return False
+        if errors:
+            raise errors[0]
+        return True
 
     def _restore_signal_handlers(self) -> None:
         for signum, handler in self._previous_handlers.items():
@@ -198,7 +282,7 @@ class Daemon:
         handlers = {
             signal.SIGTERM: lambda *_: self.stop("SIGTERM"),
             signal.SIGINT: lambda *_: self.stop("SIGINT"),
-            signal.SIGUSR1: lambda *_: self.privacy.toggle("signal SIGUSR1"),
+            signal.SIGUSR1: lambda *_: self._toggle_in_background("signal SIGUSR1"),
             # Reloading reads files: do it off the signal handler's stack.
             signal.SIGHUP: lambda *_: threading.Thread(target=self.reload, args=("SIGHUP",), daemon=True).start(),
         }

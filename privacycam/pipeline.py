@@ -29,6 +29,7 @@ from privacycam.compositing import Compositor, cover
 from privacycam.config import Config, SegmenterConfig
 from privacycam.errors import ConfigError, ModelError, PrivacyCamError
 from privacycam.mask import Matter
+from privacycam.publish_gate import SEND_LOCK_WAIT_S, PrivacyState, PublishGate, Shows, StallWatch
 from privacycam.segmenters import Segmenter, create_segmenter
 from privacycam.segmenters.background_worker import synchronous
 from privacycam.sinks import Sink
@@ -59,33 +60,12 @@ FAILURE_LOG_INTERVAL_S = 60.0
 # of CPU per frame at 720p and ~1.3 ms at 1080p (bench/perf.py, 30 fps, medians
 # of 3-6 runs); at 4K calls are long enough to share, and one thread dropped frames.
 OPENCV_ONE_THREAD_UP_TO_PIXELS = 1920 * 1080
+# A live loop that makes no step for this long is stuck in a stage (a hung model,
+# a blocked camera read): the placeholder goes out until it moves again. Longer
+# than any normal step, a slow model's included (those run in the background).
+STALL_AFTER_S = 2.0
 
-
-class PrivacyState:
-    """On/off, thread-safe; every change is logged with its cause."""
-
-    def __init__(self, on: bool) -> None:
-        self._on = on
-        self._lock = threading.Lock()
-
-    @property
-    def on(self) -> bool:
-        return self._on
-
-    def set(self, on: bool, cause: str) -> bool:
-        with self._lock:
-            changed = on != self._on
-            self._on = on
-        if changed:
-            log.info("privacy %s (%s)", "on" if on else "off", cause)
-        return changed
-
-    def toggle(self, cause: str) -> bool:
-        with self._lock:
-            self._on = not self._on
-            on = self._on
-        log.info("privacy %s (%s)", "on" if on else "off", cause)
-        return on
+__all__ = ["Pipeline", "PrivacyState", "placeholder_image"]
 
 
 @dataclass
@@ -193,6 +173,15 @@ class Pipeline:
         self.status = PipelineStatus()
         self.times = StageTimes()
         self.stop_event = threading.Event()
+        self._placeholders: dict[str, np.ndarray] = {}
+        self.gate = PublishGate(sink, privacy, self._placeholder)
+        if getattr(sink, "keeps_last_frame", False):
+            # whatever a reader was left by an earlier writer, from now on it sees no stale frame
+            self.gate.publish(self._placeholder("PrivacyCam: starting"), Shows.PLACEHOLDER, None)
+            install = getattr(sink, "install_timeout_image", None)
+            if install is not None:
+                install(self._placeholder("PrivacyCam: not responding"))
+        self.last_step_at = time.monotonic()  # the loop's heartbeat, for the stall watch
         if not live:
             # Offline every frame waits for its own mask: a slow model runs in line.
             segmenter_factory = _in_line(segmenter_factory)
@@ -209,7 +198,7 @@ class Pipeline:
         self._streak_logged = False
         self._loading_was_the_error = False
         self._last_placeholder = 0.0
-        self._placeholders: dict[str, np.ndarray] = {}
+        self._last_camera_frame_at = 0.0  # perf_counter of the last camera frame sent
         self._fps_window: list[float] = []
         self.on_demand = on_demand
         self._restart_measurements = False
@@ -243,8 +232,15 @@ class Pipeline:
     # -- the loop ----------------------------------------------------------------
     def run(self, max_frames: int | None = None) -> None:
         self._max_frames = max_frames
+        stall_watch = None
+        if getattr(self.sink, "keeps_last_frame", False):  # a device readers watch; not a file
+            stall_watch = StallWatch(
+                self.gate, lambda: self.last_step_at, self._placeholder("PrivacyCam: paused"), STALL_AFTER_S,
+                PLACEHOLDER_FPS,
+            )
         try:
             while not self.stop_event.is_set():
+                self.last_step_at = time.monotonic()
                 if self._frame_limit_reached():
                     break
                 self._apply_pending_config()
@@ -258,6 +254,8 @@ class Pipeline:
                     break
             self._check_loader()  # a model that failed to load must not end as a quiet success
         finally:
+            if stall_watch is not None:
+                stall_watch.close()
             self._close()
 
     def _step(self) -> bool:
@@ -352,15 +350,15 @@ class Pipeline:
 
     def _publish(self, masked: _Masked) -> None:
         started = time.perf_counter()
-        image = masked.image
+        image, shows = masked.image, Shows.RAW
         if self.privacy.on:
-            image = self._filter(masked)
-        self._send(image, masked.frame)
+            image, shows = self._filter(masked)
+        self._send(image, shows, masked.frame)
         self._publish_ms.add((time.perf_counter() - started) * 1000)
 
-    def _filter(self, masked: _Masked) -> np.ndarray:
+    def _filter(self, masked: _Masked) -> tuple[np.ndarray, Shows]:
         if not masked.filtered:  # privacy came on after this frame was captured: no mask for it
-            return self._compositor.compose_hidden(masked.image)
+            return self._compositor.compose_hidden(masked.image), Shows.HIDDEN
         failure = masked.error
         if failure is None:
             try:
@@ -372,22 +370,23 @@ class Pipeline:
         if failure is not None:
             self._last_alpha = None
             self._note_failure(failure)
-            return self._compositor.compose_hidden(masked.image)
+            return self._compositor.compose_hidden(masked.image), Shows.HIDDEN
         self.times.segment += masked.segment_ms
         self.times.mask += masked.mask_ms
         self.times.composite += composite_ms
         self._note_success()
-        return out
+        return out, Shows.FILTERED
 
-    def _send(self, image: np.ndarray, frame: Frame | None) -> None:
+    def _send(self, image: np.ndarray, shows: Shows, frame: Frame | None) -> None:
         t0 = time.perf_counter()
-        self.sink.send(image, frame)
+        self.gate.publish(image, shows, frame)
         now = time.perf_counter()
         self.times.sink += (now - t0) * 1000
         self.status.frames_out += 1
         if self.status.first_output_at is None:
             self.status.first_output_at = now
         if frame is not None:
+            self._last_camera_frame_at = now
             self.times.frames += 1
             self.times.capture += frame.read_ms
             latency = (now - frame.captured_at) * 1000
@@ -403,6 +402,8 @@ class Pipeline:
         now = time.perf_counter()
         if now - self._last_placeholder < 1.0 / PLACEHOLDER_FPS:
             return
+        if not self.idle and now - self._last_camera_frame_at < PLACEHOLDER_AFTER_S:
+            return  # a slow camera (low light, 5 fps): its frames, not placeholders between them
         self._last_placeholder = now
         if self.idle:
             text = "PrivacyCam: camera off"
@@ -411,7 +412,7 @@ class Pipeline:
         else:
             text = "PrivacyCam: waiting for camera"
         self.status.placeholder_frames += 1
-        self._send(self._placeholder(text), None)
+        self._send(self._placeholder(text), Shows.PLACEHOLDER, None)
 
     def _placeholder(self, text: str) -> np.ndarray:
         if text not in self._placeholders:
@@ -480,7 +481,7 @@ class Pipeline:
         self.status.last_error = message
         self._loading_was_the_error = isinstance(exc, _NotReady)
         if self._failing_since is None:
-            self._failing_since = self.status.frames_in
+            self._failing_since = self.status.fail_closed_frames - 1  # counted in frames sent, not captured
             level = logging.INFO if isinstance(exc, _NotReady) else self._failure_log_level()
             self._streak_logged = level > logging.DEBUG
             log.log(level, "frames go out fully hidden: %s", message)
@@ -498,7 +499,7 @@ class Pipeline:
             return
         if self._loading_was_the_error:
             self.status.last_error = None  # a model that finished loading is not an error to report
-        hidden = self.status.frames_in - self._failing_since
+        hidden = self.status.fail_closed_frames - self._failing_since
         log.log(
             logging.INFO if self._streak_logged else logging.DEBUG,
             "masking frames again after %d fully hidden ones",
@@ -519,6 +520,7 @@ class Pipeline:
             self._matter, self._last_alpha = None, None  # rebuilt from the new loader right away
 
     def _close(self) -> None:
+        self.gate.close()  # first: the placeholder goes out before anything that might take long
         self._mask_stage.shutdown(wait=True)
         self._pending = None
         self._matter = None
@@ -526,7 +528,14 @@ class Pipeline:
             self._next_loader.close()
         self._loader.close()
         self.feed.close()
-        self.sink.close()
+
+    def abandon(self) -> None:
+        """Stop without waiting for a stuck stage: the placeholder goes to the device, the sink closes.
+
+        For shutdown when the loop does not end in time; the process exits right after.
+        """
+        self.stop_event.set()
+        self.gate.close(lock_wait=SEND_LOCK_WAIT_S)
 
 
 class _NotReady(RuntimeError):

@@ -68,9 +68,14 @@ def test_pipeline_publishes_filtered_i420_frames_of_fixed_size(tmp_path):
     assert (backend.width, backend.height, backend.fps) == (640, 360, 30.0)
     assert backend.fourcc == pyvirtualcam.util.encode_fourcc("I420")
     assert backend.closed
-    assert len(backend.frames) == 6
+    # the device keeps its last frame for later readers: a placeholder first (whatever an earlier
+    # writer left) and last (after the stop), the filtered frames between
+    starting, *filtered, stopped = backend.frames
+    assert len(filtered) == 6
+    for placeholder in (starting, stopped):
+        assert np.ptp(placeholder[: 640 * 360].reshape(360, 640)[:40]) == 0  # a flat frame with a line of text
     masks = sequence("davis2016_lucia") / "masks"
-    for frame_path, sent in zip(sorted(frames.iterdir()), backend.frames, strict=True):
+    for frame_path, sent in zip(sorted(frames.iterdir()), filtered, strict=True):
         assert sent.size == 640 * 360 * 3 // 2
         published = _i420_to_bgr(sent, 640, 360)
         original = cv2.resize(cv2.imread(str(frame_path)), (640, 360), interpolation=cv2.INTER_AREA)

@@ -12,7 +12,8 @@ from privacycam.config import load_config
 from privacycam.control.socket_server import MAX_REQUEST_BYTES, default_socket_path
 from privacycam.errors import PrivacyCamError
 
-TIMEOUT_S = 3.0
+# Long enough for `on` to be confirmed at the device (see PublishGate.wait_private).
+TIMEOUT_S = 10.0
 
 
 def socket_path_for(config_file: str | None) -> Path:

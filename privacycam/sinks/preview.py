@@ -38,6 +38,15 @@ class WithPreview:
         self._sink = sink
         self._preview = preview
         self.description = f"{sink.description} + {preview.description}"
+        self.keeps_last_frame = getattr(sink, "keeps_last_frame", False)
+
+    def install_timeout_image(self, image: np.ndarray) -> bool:
+        install = getattr(self._sink, "install_timeout_image", None)
+        return install(image) if install is not None else False
+
+    @property
+    def timeout_image_active(self) -> bool:
+        return getattr(self._sink, "timeout_image_active", False)
 
     @property
     def consumer_watching(self) -> bool:

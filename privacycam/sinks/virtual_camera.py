@@ -20,12 +20,17 @@ import numpy as np
 import pyvirtualcam
 
 from privacycam.errors import SinkError
+from privacycam.sinks import loopback_timeout
 from privacycam.sinks.reader_watch import ReaderWatch
 from privacycam.sources.base import Frame
 
 log = logging.getLogger(__name__)
 
 SYSFS_VIDEO = "/sys/class/video4linux"
+# The driver shows the timeout image after this long without a frame from us (a
+# crash, SIGKILL, a stall the stall watch cannot cover). Placeholders go out 5
+# times a second while idle, so this never fires while PrivacyCam runs normally.
+DEVICE_TIMEOUT_MS = 3000
 RELOAD_HELP = (
     "v4l2loopback 0.12.x cannot reopen a device for output once a writer closed it "
     "(pyvirtualcam #61, v4l2loopback #442). Reload the module: "
@@ -91,6 +96,9 @@ def find_device_by_label(label: str, sysfs: str = SYSFS_VIDEO) -> str | None:
 
 
 class VirtualCameraSink:
+    # v4l2loopback hands a reader that opens the device the last frame written
+    keeps_last_frame = True
+
     def __init__(
         self, width: int, height: int, fps: float, device: str | None, label: str, backend: str | None
     ) -> None:
@@ -113,6 +121,7 @@ class VirtualCameraSink:
         self._i420 = np.empty((height * 3 // 2, width), np.uint8)
         # A test backend may name no real device node; then assume someone watches.
         self._readers = None
+        self.timeout_image_active = False
         if os.path.exists(str(self.device)):
             advertise_frame_rate(str(self.device), fps)
             self._readers = ReaderWatch(self.device)
@@ -120,6 +129,22 @@ class VirtualCameraSink:
     @property
     def consumer_watching(self) -> bool:
         return self._readers.watching if self._readers is not None else True
+
+    def install_timeout_image(self, image: np.ndarray) -> bool:
+        """Have the driver show `image` (BGR) when frames stop coming for DEVICE_TIMEOUT_MS."""
+        if self._readers is None:  # no real device node
+            return False
+        i420 = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
+        self.timeout_image_active = loopback_timeout.install_timeout_image(str(self.device), i420, DEVICE_TIMEOUT_MS)
+        if self.timeout_image_active:
+            log.info("%s shows a placeholder by itself after %d ms without frames", self.device, DEVICE_TIMEOUT_MS)
+        else:
+            log.warning(
+                "%s takes no timeout image: after a crash its last frame stays for new readers "
+                "(v4l2loopback >= 0.12 has one)",
+                self.device,
+            )
+        return self.timeout_image_active
 
     def send(self, image: np.ndarray, frame: Frame | None) -> None:
         cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420, dst=self._i420)
