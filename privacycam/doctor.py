@@ -183,7 +183,7 @@ def check_preview(config) -> list[Check]:
     return [Check(OK, f"preview window: X display {os.environ['DISPLAY']}")]
 
 
-def check_daemon(config) -> Check:
+def check_daemon(config) -> list[Check]:
     from privacycam.control.client import send_command
     from privacycam.control.socket_server import default_socket_path
 
@@ -191,8 +191,22 @@ def check_daemon(config) -> Check:
     try:
         status = send_command(path, "status")
     except PrivacyCamError:
-        return Check(WARN, f"no daemon answers on {path}", "start it: systemctl --user start privacycam")
-    return Check(OK, f"daemon running: privacy {'on' if status.get('privacy') else 'off'}, socket {path}")
+        return [Check(WARN, f"no daemon answers on {path}", "start it: systemctl --user start privacycam")]
+    checks = [Check(OK, f"daemon running: privacy {'on' if status.get('privacy') else 'off'}, socket {path}")]
+    if str(status.get("sink", "")).startswith("virtual camera"):
+        checks.append(_timeout_image_check(bool(status.get("device_timeout_image"))))
+    return checks
+
+
+def _timeout_image_check(active: bool) -> Check:
+    """Whether v4l2loopback itself shows a placeholder when PrivacyCam stops writing (crash, SIGKILL)."""
+    if active:
+        return Check(OK, "the virtual camera shows a placeholder by itself if PrivacyCam crashes (timeout image)")
+    return Check(
+        WARN,
+        "the virtual camera has no timeout image: after a crash its last frame stays for new readers",
+        "use v4l2loopback >= 0.12 (it has the timeout controls); the daemon sets them when it starts",
+    )
 
 
 def check_systemd_unit() -> Check:
@@ -214,7 +228,7 @@ def doctor_command(args: argparse.Namespace) -> int:
         *config_checks,
         check_hotkey(),
         *check_preview(config),
-        check_daemon(config),
+        *check_daemon(config),
         check_systemd_unit(),
     ]
     for check in checks:

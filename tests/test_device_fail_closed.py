@@ -99,20 +99,24 @@ class RecordingBackend:
         return pyvirtualcam.util.encode_fourcc("I420")
 
 
-@pytest.mark.parametrize("command", ["on", "toggle"])
-def test_privacy_on_is_answered_only_once_the_device_holds_a_private_frame(tmp_path, command):
+EVEN = (426, 240)  # the virtual camera publishes even sizes (I420)
+
+
+@pytest.fixture
+def vcam_daemon(tmp_path):
+    """A real Daemon (privacy off) reading a 2 fps clip into a virtual camera with a recording backend."""
+    import cv2
+
     RecordingBackend.instances.clear()
     pyvirtualcam.register_backend("recording-device", RecordingBackend)
     clip = tmp_path / "clip"
     clip.mkdir()
-    import cv2
-
-    even = (426, 240)  # the virtual camera publishes even sizes (I420)
-    for stem, image in lucia(even)[:8]:
+    for stem, image in lucia(EVEN)[:8]:
         cv2.imwrite(str(clip / f"{stem}.png"), image)
-    socket_path = tmp_path / "control.sock"
     config = small_config(
-        output={"backend": "recording-device"}, control={"socket": str(socket_path)}, privacy={"start": False},
+        output={"backend": "recording-device"},
+        control={"socket": str(tmp_path / "control.sock")},
+        privacy={"start": False},
         camera={"fps": 2, "on_demand": False},
     )
     daemons: list[Daemon] = []
@@ -124,20 +128,54 @@ def test_privacy_on_is_answered_only_once_the_device_holds_a_private_frame(tmp_p
     serving = threading.Thread(target=serve, daemon=True)
     serving.start()
     wait_until(lambda: daemons and daemons[0].pipeline is not None, 30, "the daemon")
-    daemon, backend = daemons[0], RecordingBackend.instances[-1]
-    try:
-        luma = [cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)[: even[1]] for _, image in lucia(even)[:8]]
-        wait_until(
-            lambda: len(backend.frames) > 2 and _y_is_raw(backend.last_y_plane(), luma), 30, "raw frames"
-        )
-        answer = send_command(socket_path, command)
-        assert answer["ok"] and answer["privacy"] is True
-        # the moment the answer is in, a reader opening the device gets a private frame
-        assert not _y_is_raw(backend.last_y_plane(), luma)
-    finally:
-        daemon.stop("test")
-        serving.join(15)
+    yield daemons[0], RecordingBackend.instances[-1], tmp_path / "control.sock"
+    daemons[0].stop("test")
+    serving.join(15)
     assert not serving.is_alive()
+
+
+@pytest.mark.parametrize("command", ["on", "toggle"])
+def test_privacy_on_is_answered_only_once_the_device_holds_a_private_frame(vcam_daemon, command):
+    import cv2
+
+    _, backend, socket_path = vcam_daemon
+    luma = [cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)[: EVEN[1]] for _, image in lucia(EVEN)[:8]]
+    wait_until(lambda: len(backend.frames) > 2 and _y_is_raw(backend.last_y_plane(), luma), 30, "raw frames")
+    answer = send_command(socket_path, command)
+    assert answer["ok"] and answer["privacy"] is True
+    # the moment the answer is in, a reader opening the device gets a private frame
+    assert not _y_is_raw(backend.last_y_plane(), luma)
+
+
+def test_doctor_says_when_the_virtual_camera_has_no_timeout_image(vcam_daemon):
+    from privacycam.doctor import WARN, check_daemon
+
+    daemon, _, _ = vcam_daemon
+    checks = check_daemon(daemon.config)
+    assert [check.status for check in checks] == ["OK", WARN]  # the recording backend has no device node
+    assert "no timeout image" in checks[1].what
+
+
+def test_the_timeout_image_ioctls_are_laid_out_like_the_kernels():
+    from privacycam.sinks import loopback_timeout as lt
+
+    # linux/videodev2.h on 64-bit: struct v4l2_buffer is 88 bytes, v4l2_requestbuffers 20, v4l2_control 8
+    assert (lt.BUFFER.size, lt.REQUEST_BUFFERS.size, lt.CONTROL.size) == (88, 20, 8)
+    assert (lt.VIDIOC_REQBUFS, lt.VIDIOC_QUERYBUF) == (0xC0145608, 0xC0585609)
+    assert (lt.VIDIOC_G_CTRL, lt.VIDIOC_S_CTRL) == (0xC008561B, 0xC008561C)
+    packed = lt.BUFFER.pack(0, 2, 0, 0, 0, 0, 1, 4096, 8192)
+    assert int.from_bytes(packed[60:64], "little") == 1  # memory, after the timeval and timecode
+    assert int.from_bytes(packed[64:68], "little") == 4096  # m.offset
+    assert int.from_bytes(packed[72:76], "little") == 8192  # length
+
+
+def test_a_node_that_is_not_a_loopback_takes_no_timeout_image(tmp_path):
+    from privacycam.sinks.loopback_timeout import install_timeout_image, timeout_ms
+
+    not_a_device = tmp_path / "video10"
+    not_a_device.write_bytes(b"")
+    assert install_timeout_image(str(not_a_device), np.zeros((6, 4), np.uint8), 3000) is False
+    assert timeout_ms(str(not_a_device)) is None
 
 
 def _y_is_raw(y_plane: np.ndarray, luma: list[np.ndarray]) -> bool:

@@ -61,11 +61,13 @@ FAR_MIN_MAD = 5.0  # far background really changed
 PASS_MAX_MAD = 4.0  # pass-through: whole frame this close to the input
 PASS_MIN_LAP_RATIO = 0.8  # pass-through: background as sharp as the input
 FPS_TOLERANCE = 0.5  # measured fps within +-50 % of the configured one (2 shared cores, TCG)
-# Under qemu's TCG emulation the segmentation network runs ~1 fps (emulated
-# AVX), so with --emulated the privacy-on rate is only required not to stall;
-# the configured rate is then checked with privacy off (camera -> loopback ->
-# app, no network). Without --emulated both rates must be near the configured one.
-EMULATED_MIN_FPS = 0.3
+# Under qemu's TCG emulation the segmentation network runs ~1 fps or slower
+# (emulated AVX, and the speed depends on the host's load), so with --emulated
+# privacy-on frames are only required to keep coming (new frames within
+# EMULATED_FRAME_WAIT_S, an event, not a rate); their fps is reported. The
+# configured rate is then checked with privacy off (camera -> loopback -> app,
+# no network). Without --emulated both rates must be near the configured one.
+EMULATED_FRAME_WAIT_S = 90.0
 OUTPUT_FORMATS = {"YUYV", "YU12", "NV12", "UYVY"}  # formats browsers/conferencing apps take
 
 FFMPEG = "ffmpeg -hide_banner -loglevel error"
@@ -337,8 +339,8 @@ class Tester:
     def save(self, name: str, frame: np.ndarray) -> None:
         cv2.imwrite(str(self.out / name), frame)
 
-    def start_daemon(self, n: int) -> Daemon:
-        argv = [*self.cli, "run", "--config", str(self.config), "--input", self.in_dev, "--output", "vcam"]
+    def start_daemon(self, n: int, argv: list[str] | None = None) -> Daemon:
+        argv = argv or [*self.cli, "run", "--config", str(self.config), "--input", self.in_dev, "--output", "vcam"]
         if self.a.emulated:
             # Under TCG the segmenter alone fills both emulated CPUs; without this
             # every `privacycam status` by the test takes ~20 s instead of ~3 s.
@@ -371,10 +373,12 @@ class Tester:
                 f"{fps:.1f} fps over {self.a.fps_window}s",
             )
         else:
+            got = reader.next(reader.seq, EMULATED_FRAME_WAIT_S)
+            got = got and reader.next(got[0], EMULATED_FRAME_WAIT_S)
             self.c.check(
-                f"{what}: frames keep coming under emulation (>= {EMULATED_MIN_FPS} fps)",
-                fps >= EMULATED_MIN_FPS,
-                f"{fps:.1f} fps over {self.a.fps_window}s (TCG: not a speed test)",
+                f"{what}: frames keep coming under emulation (two new ones, each within {EMULATED_FRAME_WAIT_S:.0f} s)",
+                got,
+                f"{fps:.2f} fps over {self.a.fps_window}s (TCG: not a speed test)",
             )
 
     def judge_blurred(self, frame: np.ndarray) -> tuple[bool, dict]:
@@ -398,9 +402,11 @@ class Tester:
         self.readers.append(reader)
         self.read_like_an_app(reader)
         self.toggles(reader)
+        self.fresh_readers_after_on(reader)
         reader.close()
         self.on_demand_release()
         self.stop_and_restart(daemon)
+        self.killed_writer()
 
     def check_checkout(self) -> None:
         """The daemon must run this checkout's code, not another copy the venv knows."""
@@ -418,6 +424,7 @@ class Tester:
         self.c.note("video4linux devices", names)
         self.in_dev = self.a.input_device or find_device(self.a.input_label)
         self.out_dev = find_device(self.a.output_label)
+        self.kill_dev = find_device(self.a.kill_label)
         if not self.c.check(
             f"devices labelled {self.a.input_label!r} and {self.a.output_label!r} exist",
             self.in_dev and self.out_dev,
@@ -676,6 +683,80 @@ class Tester:
             self.switch(reader, "hotkey p (on->off)", xdo, "pass-through")
             self.switch(reader, "hotkey p (off->on)", xdo, "blurred")
 
+    def first_frame_of_a_new_reader(self, device: str, timeout: float = 60) -> tuple[Reader, dict | None]:
+        """Open the device like an app does now, and measure the first frame it is handed."""
+        fresh = Reader(device)
+        self.readers.append(fresh)
+        got = fresh.next(0, timeout)
+        return fresh, (self.scene.measure(got[1]) if got else None)
+
+    def fresh_readers_after_on(self, reader: Reader) -> None:
+        """v4l2loopback hands a new reader the last frame written: once `on` returns, that is never raw."""
+        self.switch(reader, "`privacycam off` (before a new reader)", lambda: self.privacycam("off"), "pass-through")
+        p = self.privacycam("on")
+        fresh, first = self.first_frame_of_a_new_reader(self.out_dev)
+        self.c.check(
+            "a reader opened right after `privacycam on` returned: its first frame is not raw",
+            p.returncode == 0 and first is not None and not Scene.is_passthrough(first),
+            f"exit {p.returncode}, first frame {first}",
+        )
+        # Two apps at once: each sees only private frames while privacy is on.
+        seen: dict[str, list[dict]] = {"first reader": [], "second reader": []}
+        for name, each in (("first reader", reader), ("second reader", fresh)):
+            seq = each.seq
+            for _ in range(3):
+                got = each.next(seq, EMULATED_FRAME_WAIT_S)
+                if got is None:
+                    break
+                seq = got[0]
+                seen[name].append(self.scene.measure(got[1]))
+        raw = {name: sum(Scene.is_passthrough(m) for m in ms) for name, ms in seen.items()}
+        self.c.check(
+            "two readers at once, privacy on: 3 frames each, none raw",
+            all(len(ms) == 3 for ms in seen.values()) and not any(raw.values()),
+            {name: f"{len(ms)} frames, {raw[name]} raw" for name, ms in seen.items()},
+        )
+        fresh.close()
+        self.readers.remove(fresh)
+
+    def killed_writer(self) -> None:
+        """SIGKILL with privacy off: the driver's timeout image, not the last raw frame, for every reader."""
+        if not self.kill_dev:
+            self.c.check("a third loopback device for the SIGKILL test", False, "none labelled " + self.a.kill_label)
+            return
+        argv = [*self.cli, "run", "--config", str(self.config), "--input", self.in_dev]
+        d = self.start_daemon(3, [*argv, "--output", f"vcam:{self.kill_dev}", "--privacy", "off"])
+        status = self.wait_ready(d, self.a.start_timeout)
+        if not self.c.check("SIGKILL test: the daemon starts on the third device", status, d.tail()):
+            return
+        watcher = Reader(self.kill_dev)
+        self.readers.append(watcher)
+        got = watcher.wait_for(self.judge_passthrough, 60)
+        s = self.status()
+        self.c.check(
+            "SIGKILL test: raw frames flow with privacy off, and the driver's timeout image is set",
+            got is not None and s and s.get("device_timeout_image") is True,
+            f"raw frame: {got is not None}, status {s}",
+        )
+        d.kill()
+        not_raw = watcher.wait_for(lambda f: (not Scene.is_passthrough(m := self.scene.measure(f)), m), 60)
+        self.c.check(
+            "after SIGKILL: the reader that stayed gets the timeout image instead of the frozen raw frame",
+            not_raw is not None,
+            not_raw[2] if not_raw else getattr(watcher, "last_rejected", None),
+        )
+        fresh, first = self.first_frame_of_a_new_reader(self.kill_dev, timeout=30)
+        self.c.check(
+            "after SIGKILL: a reader that opens later gets no raw frame",
+            first is None or not Scene.is_passthrough(first),
+            first or "no frame at all",
+        )
+        if not_raw:
+            self.save("after-sigkill.png", not_raw[1])
+        for r in (fresh, watcher):
+            r.close()
+            self.readers.remove(r)
+
     def on_demand_release(self) -> None:
         t = time.monotonic()
         s = wait_until(
@@ -707,6 +788,12 @@ class Tester:
         reader.close()
 
     def stop_and_restart(self, d: Daemon) -> None:
+        # An app keeps reading (so the device keeps its buffers) while raw frames flow and the daemon stops.
+        p = self.privacycam("off")
+        watcher = Reader(self.out_dev)
+        self.readers.append(watcher)
+        raw = watcher.wait_for(self.judge_passthrough, 60)
+        self.c.check("before SIGTERM: privacy off, an app reads raw frames", p.returncode == 0 and raw, p.stderr[-200:])
         d.proc.send_signal(signal.SIGTERM)
         try:
             rc = d.proc.wait(timeout=30)
@@ -714,6 +801,15 @@ class Tester:
             rc = "still running 30 s after SIGTERM"
             d.kill()
         self.c.check("SIGTERM: daemon exits 0", rc == 0, f"exit {rc}; log:\n    {d.tail(5)}")
+        fresh, first = self.first_frame_of_a_new_reader(self.out_dev, timeout=30)
+        self.c.check(
+            "after SIGTERM: a reader that opens later gets the placeholder, not the last raw frame",
+            first is not None and not Scene.is_passthrough(first),
+            first or "no frame at all",
+        )
+        for r in (fresh, watcher):
+            r.close()
+            self.readers.remove(r)
         self.c.check("first daemon's log has no traceback", "Traceback" not in d.output(), d.logfile)
         p = self.privacycam("status")
         self.c.check(
@@ -796,6 +892,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--input-label", default="FakeWebcam")
     ap.add_argument("--input-device", help="fake webcam node (default: found by --input-label)")
     ap.add_argument("--output-label", default="PrivacyCam")
+    ap.add_argument("--kill-label", default="PrivacyCamKill", help="a spare loopback device for the SIGKILL test")
     ap.add_argument(
         "--start-timeout",
         type=float,
@@ -806,7 +903,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--emulated",
         action="store_true",
-        help="running under qemu TCG: privacy-on fps must only not stall (see EMULATED_MIN_FPS), "
+        help="running under qemu TCG: privacy-on frames must only keep coming (see EMULATED_FRAME_WAIT_S), "
         "and the daemon runs at nice 10",
     )
     return ap.parse_args(argv)

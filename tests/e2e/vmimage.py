@@ -69,12 +69,14 @@ BUILD_FORMAT = 1
 
 # Default v4l2loopback devices for PrivacyCam's tests: the daemon writes
 # /dev/video0 "PrivacyCam"; ffmpeg plays a clip into /dev/video1 "FakeWebcam",
-# which the daemon reads like a physical webcam. exclusive_caps=1 as for browsers.
+# which the daemon reads like a physical webcam; /dev/video2 "PrivacyCamKill" is
+# a fresh device for the SIGKILL test (0.12 takes no second writer on video0).
+# exclusive_caps=1 as for browsers.
 DEFAULT_V4L2LOOPBACK = {
-    "devices": "2",
-    "video_nr": "0,1",
-    "card_label": "PrivacyCam,FakeWebcam",
-    "exclusive_caps": "1,1",
+    "devices": "3",
+    "video_nr": "0,1,2",
+    "card_label": "PrivacyCam,FakeWebcam,PrivacyCamKill",
+    "exclusive_caps": "1,1,1",
 }
 
 _T0 = time.monotonic()
