@@ -29,7 +29,14 @@ from privacycam.compositing import Compositor, cover
 from privacycam.config import Config, SegmenterConfig
 from privacycam.errors import ConfigError, ModelError, PrivacyCamError
 from privacycam.mask import Matter
-from privacycam.publish_gate import SEND_LOCK_WAIT_S, PrivacyState, PublishGate, Shows, StallWatch
+from privacycam.publish_gate import (
+    SEND_LOCK_WAIT_S,
+    Placeholders,
+    PrivacyState,
+    PublishGate,
+    Shows,
+    placeholder_image,
+)
 from privacycam.segmenters import Segmenter, create_segmenter
 from privacycam.segmenters.background_worker import synchronous
 from privacycam.sinks import Sink
@@ -140,18 +147,6 @@ class SegmenterLoader:
         self.wait(timeout)
 
 
-def placeholder_image(width: int, height: int, color_rgb: tuple[int, int, int], text: str) -> np.ndarray:
-    image = np.empty((height, width, 3), np.uint8)
-    image[:] = color_rgb[::-1]
-    scale = max(0.4, height / 720)
-    size, _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, round(2 * scale)))
-    origin = ((width - size[0]) // 2, (height + size[1]) // 2)
-    cv2.putText(
-        image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (200, 200, 200), max(1, round(2 * scale)), cv2.LINE_AA
-    )
-    return image
-
-
 class Pipeline:
     def __init__(
         self,
@@ -173,14 +168,9 @@ class Pipeline:
         self.status = PipelineStatus()
         self.times = StageTimes()
         self.stop_event = threading.Event()
-        self._placeholders: dict[str, np.ndarray] = {}
+        self._placeholder = Placeholders(size, config.privacy.placeholder_color)
         self.gate = PublishGate(sink, privacy, self._placeholder)
-        if getattr(sink, "keeps_last_frame", False):
-            # whatever a reader was left by an earlier writer, from now on it sees no stale frame
-            self.gate.publish(self._placeholder("PrivacyCam: starting"), Shows.PLACEHOLDER, None)
-            install = getattr(sink, "install_timeout_image", None)
-            if install is not None:
-                install(self._placeholder("PrivacyCam: not responding"))
+        self.gate.start()
         self.last_step_at = time.monotonic()  # the loop's heartbeat, for the stall watch
         if not live:
             # Offline every frame waits for its own mask: a slow model runs in line.
@@ -193,10 +183,7 @@ class Pipeline:
         self._next_loader: SegmenterLoader | None = None  # a new model loading after a reload
         self._fitted: np.ndarray | None = None
         self._pending_config: Config | None = None
-        self._failing_since: int | None = None
-        self._failure_logged_at: float | None = None
-        self._streak_logged = False
-        self._loading_was_the_error = False
+        self._failures = FailureStreak(self.status)
         self._last_placeholder = 0.0
         self._last_camera_frame_at = 0.0  # perf_counter of the last camera frame sent
         self._fps_window: list[float] = []
@@ -232,12 +219,7 @@ class Pipeline:
     # -- the loop ----------------------------------------------------------------
     def run(self, max_frames: int | None = None) -> None:
         self._max_frames = max_frames
-        stall_watch = None
-        if getattr(self.sink, "keeps_last_frame", False):  # a device readers watch; not a file
-            stall_watch = StallWatch(
-                self.gate, lambda: self.last_step_at, self._placeholder("PrivacyCam: paused"), STALL_AFTER_S,
-                PLACEHOLDER_FPS,
-            )
+        stall_watch = self.gate.watch_stalls(lambda: self.last_step_at, STALL_AFTER_S, PLACEHOLDER_FPS)
         try:
             while not self.stop_event.is_set():
                 self.last_step_at = time.monotonic()
@@ -369,12 +351,12 @@ class Pipeline:
                 failure = exc.with_traceback(None)
         if failure is not None:
             self._last_alpha = None
-            self._note_failure(failure)
+            self._failures.note_failure(failure)
             return self._compositor.compose_hidden(masked.image), Shows.HIDDEN
         self.times.segment += masked.segment_ms
         self.times.mask += masked.mask_ms
         self.times.composite += composite_ms
-        self._note_success()
+        self._failures.note_success()
         return out, Shows.FILTERED
 
     def _send(self, image: np.ndarray, shows: Shows, frame: Frame | None) -> None:
@@ -413,12 +395,6 @@ class Pipeline:
             text = "PrivacyCam: waiting for camera"
         self.status.placeholder_frames += 1
         self._send(self._placeholder(text), Shows.PLACEHOLDER, None)
-
-    def _placeholder(self, text: str) -> np.ndarray:
-        if text not in self._placeholders:
-            width, height = self.size
-            self._placeholders[text] = placeholder_image(width, height, self.config.privacy.placeholder_color, text)
-        return self._placeholders[text]
 
     def _fit(self, image: np.ndarray) -> np.ndarray:
         width, height = self.size
@@ -464,6 +440,7 @@ class Pipeline:
                 log.error("config reload rejected, keeping the running one: %s", exc.message)
                 return
         self.config = config
+        self._placeholder.set_color(config.privacy.placeholder_color)
         if config.segmenter != old.segmenter:
             # The running model keeps masking until the new one is ready; a new one
             # that fails to load is reported and dropped.
@@ -474,38 +451,6 @@ class Pipeline:
         elif config.mask != old.mask and self._matter is not None:
             self._matter = Matter(self._matter.segmenter, config.mask, config.segmenter.people)
         log.info("configuration reloaded")
-
-    def _note_failure(self, exc: Exception) -> None:
-        self.status.fail_closed_frames += 1
-        message = str(exc) or type(exc).__name__
-        self.status.last_error = message
-        self._loading_was_the_error = isinstance(exc, _NotReady)
-        if self._failing_since is None:
-            self._failing_since = self.status.fail_closed_frames - 1  # counted in frames sent, not captured
-            level = logging.INFO if isinstance(exc, _NotReady) else self._failure_log_level()
-            self._streak_logged = level > logging.DEBUG
-            log.log(level, "frames go out fully hidden: %s", message)
-
-    def _failure_log_level(self) -> int:
-        """WARNING for a failure, DEBUG for further ones soon after a logged one."""
-        now = time.monotonic()
-        if self._failure_logged_at is not None and now - self._failure_logged_at < FAILURE_LOG_INTERVAL_S:
-            return logging.DEBUG
-        self._failure_logged_at = now
-        return logging.WARNING
-
-    def _note_success(self) -> None:
-        if self._failing_since is None:
-            return
-        if self._loading_was_the_error:
-            self.status.last_error = None  # a model that finished loading is not an error to report
-        hidden = self.status.fail_closed_frames - self._failing_since
-        log.log(
-            logging.INFO if self._streak_logged else logging.DEBUG,
-            "masking frames again after %d fully hidden ones",
-            hidden,
-        )
-        self._failing_since = None
 
     def _check_next_loader(self) -> None:
         next_loader = self._next_loader
@@ -536,6 +481,53 @@ class Pipeline:
         """
         self.stop_event.set()
         self.gate.close(lock_wait=SEND_LOCK_WAIT_S)
+
+
+class FailureStreak:
+    """Frames that went out fully hidden in a row: the first failure is logged, and the recovery.
+
+    A segmenter failing on and off logs its first failure, later ones at most
+    every FAILURE_LOG_INTERVAL_S (each streak would otherwise log two lines).
+    Counted in frames sent, not captured.
+    """
+
+    def __init__(self, status: PipelineStatus) -> None:
+        self.status = status
+        self._since: int | None = None  # fail_closed_frames before the streak
+        self._logged_at: float | None = None
+        self._streak_logged = False
+        self._loading_was_the_error = False
+
+    def note_failure(self, exc: Exception) -> None:
+        self.status.fail_closed_frames += 1
+        message = str(exc) or type(exc).__name__
+        self.status.last_error = message
+        self._loading_was_the_error = isinstance(exc, _NotReady)
+        if self._since is None:
+            self._since = self.status.fail_closed_frames - 1
+            level = logging.INFO if isinstance(exc, _NotReady) else self._log_level()
+            self._streak_logged = level > logging.DEBUG
+            log.log(level, "frames go out fully hidden: %s", message)
+
+    def _log_level(self) -> int:
+        """WARNING for a failure, DEBUG for further ones soon after a logged one."""
+        now = time.monotonic()
+        if self._logged_at is not None and now - self._logged_at < FAILURE_LOG_INTERVAL_S:
+            return logging.DEBUG
+        self._logged_at = now
+        return logging.WARNING
+
+    def note_success(self) -> None:
+        if self._since is None:
+            return
+        if self._loading_was_the_error:
+            self.status.last_error = None  # a model that finished loading is not an error to report
+        log.log(
+            logging.INFO if self._streak_logged else logging.DEBUG,
+            "masking frames again after %d fully hidden ones",
+            self.status.fail_closed_frames - self._since,
+        )
+        self._since = None
 
 
 class _NotReady(RuntimeError):

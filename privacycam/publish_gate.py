@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import cv2
 import numpy as np
 
 from privacycam.sinks import Sink
@@ -38,8 +39,11 @@ log = logging.getLogger(__name__)
 LOOP_GRACE_S = 1.0
 # How long anyone waits for the lock of a send in progress (a sink stuck in a write).
 SEND_LOCK_WAIT_S = 2.0
+STARTING_TEXT = "PrivacyCam: starting"
 STOPPED_TEXT = "PrivacyCam: stopped"
 PRIVACY_ON_TEXT = "PrivacyCam: privacy on"
+NOT_RESPONDING_TEXT = "PrivacyCam: not responding"  # the driver's own, after a crash
+PAUSED_TEXT = "PrivacyCam: paused"  # while a stage is stuck
 
 
 class Shows(enum.Enum):
@@ -90,6 +94,36 @@ class PrivacyState:
         self._on = on
 
 
+def placeholder_image(width: int, height: int, color_rgb: tuple[int, int, int], text: str) -> np.ndarray:
+    image = np.empty((height, width, 3), np.uint8)
+    image[:] = color_rgb[::-1]
+    scale = max(0.4, height / 720)
+    size, _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, round(2 * scale)))
+    origin = ((width - size[0]) // 2, (height + size[1]) // 2)
+    cv2.putText(
+        image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (200, 200, 200), max(1, round(2 * scale)), cv2.LINE_AA
+    )
+    return image
+
+
+class Placeholders:
+    """The placeholder frames of one output size, by their text, each made once."""
+
+    def __init__(self, size: tuple[int, int], color_rgb: tuple[int, int, int]) -> None:
+        self.size = size
+        self.color_rgb = color_rgb
+        self._made: dict[str, np.ndarray] = {}
+
+    def set_color(self, color_rgb: tuple[int, int, int]) -> None:
+        if color_rgb != self.color_rgb:
+            self.color_rgb, self._made = color_rgb, {}
+
+    def __call__(self, text: str) -> np.ndarray:
+        if text not in self._made:
+            self._made[text] = placeholder_image(*self.size, self.color_rgb, text)
+        return self._made[text]
+
+
 class PublishGate:
     def __init__(self, sink: Sink, privacy: PrivacyState, placeholder: Callable[[str], np.ndarray]) -> None:
         self.sink = sink
@@ -100,6 +134,27 @@ class PublishGate:
         self._private_generation = 0  # the last privacy-on generation a frame was written under
         self.last_sent_at = time.monotonic()
         self.closed = False
+
+    @property
+    def _watched_device(self) -> bool:
+        """The sink shows its last frame to later readers (the virtual camera), unlike a file."""
+        return getattr(self.sink, "keeps_last_frame", False)
+
+    def start(self) -> None:
+        """On a watched device: the placeholder first (whatever an earlier writer left is gone), and
+        the driver's own placeholder for when PrivacyCam stops writing, where it has one."""
+        if not self._watched_device:
+            return
+        self.publish(self._placeholder(STARTING_TEXT), Shows.PLACEHOLDER, None)
+        install = getattr(self.sink, "install_timeout_image", None)
+        if install is not None:
+            install(self._placeholder(NOT_RESPONDING_TEXT))
+
+    def watch_stalls(self, last_step_at: Callable[[], float], after_s: float, fps: float) -> StallWatch | None:
+        """A StallWatch on a watched device (a file gets no placeholder frames); close it when done."""
+        if not self._watched_device:
+            return None
+        return StallWatch(self, last_step_at, self._placeholder(PAUSED_TEXT), after_s, fps)
 
     def publish(self, image: np.ndarray, shows: Shows, frame: Frame | None, lock_wait: float = -1) -> bool:
         """Send through the sink; False if the lock could not be had in `lock_wait` s (-1: wait)."""
@@ -138,7 +193,7 @@ class PublishGate:
 
     def close(self, lock_wait: float = -1) -> None:
         """The placeholder as the last frame for a sink that keeps it, then close the sink."""
-        if getattr(self.sink, "keeps_last_frame", False):
+        if self._watched_device:
             try:
                 self.publish(self._placeholder(STOPPED_TEXT), Shows.PLACEHOLDER, None, lock_wait=lock_wait)
             except Exception as exc:  # noqa: BLE001 - closing must go on; the device may be gone
