@@ -68,9 +68,11 @@ FAILURE_LOG_INTERVAL_S = 60.0
 # of 3-6 runs); at 4K calls are long enough to share, and one thread dropped frames.
 OPENCV_ONE_THREAD_UP_TO_PIXELS = 1920 * 1080
 # A live loop that makes no step for this long is stuck in a stage (a hung model,
-# a blocked camera read): the placeholder goes out until it moves again. Longer
-# than any normal step, a slow model's included (those run in the background).
+# a blocked camera read): the placeholder goes out until it moves again. At least
+# STALL_AFTER_S, and STALL_STEPS times the usual step, so a machine that is merely
+# slow (an emulated CPU: seconds per frame) gets its frames, not placeholders between them.
 STALL_AFTER_S = 2.0
+STALL_STEPS = 4
 
 __all__ = ["Pipeline", "PrivacyState", "placeholder_image"]
 
@@ -219,7 +221,7 @@ class Pipeline:
     # -- the loop ----------------------------------------------------------------
     def run(self, max_frames: int | None = None) -> None:
         self._max_frames = max_frames
-        stall_watch = self.gate.watch_stalls(lambda: self.last_step_at, STALL_AFTER_S, PLACEHOLDER_FPS)
+        stall_watch = self.gate.watch_stalls(lambda: self.last_step_at, self._stall_after_s, PLACEHOLDER_FPS)
         try:
             while not self.stop_event.is_set():
                 self.last_step_at = time.monotonic()
@@ -271,6 +273,10 @@ class Pipeline:
             self._publish(self._pending)
             self._pending = None
         return True
+
+    def _stall_after_s(self) -> float:
+        usual_step_s = (self._mask_ms.value + self._publish_ms.value) / 1000
+        return max(STALL_AFTER_S, STALL_STEPS * usual_step_s)
 
     def _frame_limit_reached(self) -> bool:
         return self._max_frames is not None and self.status.frames_out >= self._max_frames

@@ -150,7 +150,9 @@ class PublishGate:
         if install is not None:
             install(self._placeholder(NOT_RESPONDING_TEXT))
 
-    def watch_stalls(self, last_step_at: Callable[[], float], after_s: float, fps: float) -> StallWatch | None:
+    def watch_stalls(
+        self, last_step_at: Callable[[], float], after_s: Callable[[], float], fps: float
+    ) -> StallWatch | None:
         """A StallWatch on a watched device (a file gets no placeholder frames); close it when done."""
         if not self._watched_device:
             return None
@@ -209,7 +211,7 @@ class PublishGate:
 
 
 class StallWatch:
-    """While the loop makes no step for `after_s`, publish the placeholder at `fps`; log the stall.
+    """While the loop makes no step for `after_s()` seconds, publish the placeholder at `fps`; log the stall.
 
     `last_step_at` is the loop's heartbeat (time.monotonic() of its last step).
     """
@@ -219,7 +221,7 @@ class StallWatch:
         gate: PublishGate,
         last_step_at: Callable[[], float],
         placeholder: np.ndarray,
-        after_s: float,
+        after_s: Callable[[], float],
         fps: float,
     ) -> None:
         self._gate = gate
@@ -236,7 +238,7 @@ class StallWatch:
         stalled_since: float | None = None
         while not self._stop.wait(self._period):
             quiet_since = self._last_step_at()
-            if time.monotonic() - quiet_since < self._after_s:
+            if time.monotonic() - quiet_since < self._after_s():
                 if stalled_since is not None:
                     log.info("frames flow again after a %.1f s stall", time.monotonic() - stalled_since)
                     stalled_since = None

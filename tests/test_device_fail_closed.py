@@ -317,6 +317,19 @@ def test_a_stuck_model_keeps_the_output_alive_with_the_placeholder_and_recovers(
     assert all(_is_private(sent.image) for sent in camera_frames)
 
 
+def test_a_slow_model_gets_its_frames_not_placeholders_between_them(monkeypatch):
+    """An emulated or old CPU: seconds per frame is slow, not stuck."""
+    monkeypatch.setattr(pipeline_module, "STALL_AFTER_S", 0.2)
+    sink = DeviceSink()
+    pipeline = make_pipeline(_slow_feed(30), sink, segmenter=ScriptedSegmenter(delay_s=0.4))
+    paused = pipeline_module.placeholder_image(*SMALL, pipeline.config.privacy.placeholder_color, "PrivacyCam: paused")
+    with running(pipeline):
+        wait_until(lambda: sum(s.frame is not None for s in sink.sent) >= 4, 60, "the model's pace to be known")
+        settled_at = time.monotonic()
+        wait_until(lambda: sum(s.frame is not None for s in sink.since(settled_at)) >= 4, 60, "more frames")
+    assert not any(np.array_equal(s.image, paused) for s in sink.since(settled_at))
+
+
 def test_sigterm_with_a_stuck_model_exits_promptly_and_leaves_the_placeholder(tmp_path):
     """A model stuck for good (in native code the signal handler could not even run): exit 0, not a hang."""
     out = tmp_path / "frames.txt"
