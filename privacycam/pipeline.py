@@ -29,6 +29,7 @@ from privacycam.compositing import Compositor, cover
 from privacycam.config import Config, SegmenterConfig
 from privacycam.errors import ConfigError, ModelError, PrivacyCamError
 from privacycam.mask import Matter
+from privacycam.mask_check import check_matte
 from privacycam.segmenters import Segmenter, create_segmenter
 from privacycam.segmenters.background_worker import synchronous
 from privacycam.sinks import Sink
@@ -329,6 +330,7 @@ class Pipeline:
         frame being composited keeps the other."""
         t0 = time.perf_counter()
         alpha = matter.alpha_for(masked.image, masked.frame.timestamp_ms)
+        check_matte(matter, alpha)  # a matte that cannot be right fails this frame closed
         masked.alpha = _copy_into(copies, "alpha", alpha)
         if self._compositor.blurs:  # an image or colour background never looks at the frame
             masked.downscaled = _copy_into(copies, "downscaled", matter.work_frame)
