@@ -3,19 +3,34 @@ frame, a swapped person and background on a still image, noise. None shows the b
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 
 import numpy as np
 import pytest
-from conftest import read_gray, sequence
-from fault_kit import PERSON_BOX, SMALL, ClipSource, RecordingSink, far_from_box, is_blurred, lucia, make_pipeline
+from conftest import read_gray, sequence, wait_until
+from fault_kit import (
+    PERSON_BOX,
+    SMALL,
+    ClipSource,
+    FlakyCamera,
+    RecordingSink,
+    far_from_box,
+    is_blurred,
+    lucia,
+    make_pipeline,
+    running,
+    small_config,
+)
 
 from privacycam.compositing import Compositor
 from privacycam.config import SegmenterConfig
+from privacycam.errors import ModelError
 from privacycam.mask_check import implausible
+from privacycam.models import MODELS, model_path
 from privacycam.pipeline import Pipeline
 from privacycam.segmenters import SegmenterOutputError, checked_mask, create_segmenter
-from privacycam.sources import SequentialFeed
+from privacycam.sources import LatestFrameFeed, SequentialFeed
 
 FAR = far_from_box(*SMALL)
 INPUT_SIZE = (128, 72)
@@ -133,3 +148,34 @@ def test_the_real_model_on_real_frames_is_never_refused():
     pipeline.run()
     assert len(sink.sent) == 20
     assert pipeline.status.fail_closed_frames == 0, pipeline.status.last_error
+
+
+def test_a_damaged_built_in_model_publishes_only_hidden_frames_then_stops(tmp_path, monkeypatch):
+    """The issue's case: a model file with flipped bytes used to load and show the background sharp."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for model in MODELS.values():
+        shutil.copy(model_path(model.name), folder / model.filename)
+    damaged = folder / MODELS["general"].filename
+    data = bytearray(damaged.read_bytes())
+    for offset in range(5):
+        data[len(data) // 2 + offset * 997] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    monkeypatch.setenv("PRIVACYCAM_MODEL_DIR", str(folder))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    sink = RecordingSink()
+    config = small_config(segmenter={"model": "general"})
+
+    def load_once_frames_flow(segmenter_config):
+        wait_until(lambda: len(sink.sent) >= 5, 15, "frames while the model loads")
+        return create_segmenter(segmenter_config)
+
+    pipeline = make_pipeline(
+        LatestFrameFeed(FlakyCamera(lucia(SMALL)).open, pace_fps=30), sink, config=config, factory=load_once_frames_flow
+    )
+    with pytest.raises(ModelError, match="damaged"), running(pipeline) as thread:
+        wait_until(lambda: not thread.is_alive(), 20, "the run to end on the damaged model")
+    compositor = Compositor(config.background)
+    published = [e for e in sink.sent if e.frame is not None]
+    assert len(published) >= 5
+    assert all(np.array_equal(e.image, compositor.compose_hidden(e.frame.image)) for e in published)
