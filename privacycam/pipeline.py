@@ -29,6 +29,7 @@ from privacycam.compositing import Compositor, cover
 from privacycam.config import Config, SegmenterConfig
 from privacycam.errors import ConfigError, ModelError, PrivacyCamError
 from privacycam.mask import Matter
+from privacycam.mask_check import check_matte
 from privacycam.publish_gate import (
     SEND_LOCK_WAIT_S,
     Placeholders,
@@ -315,6 +316,7 @@ class Pipeline:
         frame being composited keeps the other."""
         t0 = time.perf_counter()
         alpha = matter.alpha_for(masked.image, masked.frame.timestamp_ms)
+        check_matte(matter, alpha)  # a matte that cannot be right fails this frame closed
         masked.alpha = _copy_into(copies, "alpha", alpha)
         if self._compositor.blurs:  # an image or colour background never looks at the frame
             masked.downscaled = _copy_into(copies, "downscaled", matter.work_frame)

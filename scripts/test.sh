@@ -4,11 +4,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System tools the tests drive: a virtual X server and key sender (hotkey test),
-# systemd-analyze (unit checks), ffmpeg. The e2e test installs its own qemu bits.
+# systemd-analyze (unit checks), libseccomp (the unit's seccomp filter, rebuilt
+# by tests/unit_seccomp.py), ffmpeg. The e2e test installs its own qemu bits.
 need=()
 command -v Xvfb >/dev/null || need+=(xvfb)
 command -v xdotool >/dev/null || need+=(xdotool)
 command -v systemd-analyze >/dev/null || need+=(systemd)
+ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2 ' || need+=(libseccomp2)
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

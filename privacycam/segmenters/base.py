@@ -33,6 +33,11 @@ class Segmenter(Protocol):
     def close(self) -> None: ...
 
 
+# Rounding in a model's last layer (or a resize inside it) may overshoot [0, 1] by
+# a few float32 ulps; the matter clips those. Anything further out is refused.
+RANGE_TOLERANCE = 1e-3
+
+
 class SegmenterOutputError(RuntimeError):
     """A segmenter returned something that is not a usable mask."""
 
@@ -48,6 +53,12 @@ def checked_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
         raise SegmenterOutputError(f"mask of dtype {mask.dtype}, expected float32")
     if mask.ndim == 3:
         mask = mask[..., 0]
-    if not np.isfinite(mask).all():
-        raise SegmenterOutputError("mask contains NaN or infinity")
+    # A confidence outside [0, 1] comes from a broken model, not a sure one: the frame
+    # fails closed rather than being clipped into a plausible-looking mask.
+    # min/max also catch NaN (every comparison with it is false), without a temporary array.
+    low, high = mask.min(), mask.max()
+    if not (low >= -RANGE_TOLERANCE and high <= 1.0 + RANGE_TOLERANCE):
+        if not np.isfinite(mask).all():
+            raise SegmenterOutputError("mask contains NaN or infinity")
+        raise SegmenterOutputError(f"mask values from {low:.3g} to {high:.3g}, outside [0, 1]")
     return mask

@@ -271,7 +271,8 @@ def alpha_from_detections(
         masks = masks[main : main + 1] if main is not None else masks[:0]
     if len(masks) == 0:
         return np.zeros((height, width), dtype=np.float32)
-    return np.clip(masks.max(axis=0), 0.0, 1.0).astype(np.float32)
+    # Sigmoid probabilities: not clipped, so a broken model's values outside [0, 1] are refused (base.checked_mask).
+    return masks.max(axis=0).astype(np.float32)
 
 
 class DeepLabSegmenter:
