@@ -58,7 +58,9 @@ def test_missing_model_file(tmp_path):
         env=cli_env(PRIVACYCAM_MODEL_DIR=str(tmp_path / "no-models")),
     )
     _assert_one_clear_line(result, 2, "is missing", "privacycam models install")
-    assert 0 < len(list((tmp_path / "out").iterdir())) < 900
+    # the failed load ends the run early; how many hidden frames went out before it is a race
+    # (a missing file fails at once), so only the end is checked
+    assert len(list((tmp_path / "out").iterdir())) < 900
 
 
 def test_background_image_that_is_not_an_image(tmp_path):
