@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from privacycam.config import Config, changes_for_next_start, load_config
-from privacycam.control.hotkey import start_hotkey
+from privacycam.control.desktop import DesktopIntegration, ObservedPrivacyState
 from privacycam.control.socket_server import ControlServer, default_socket_path
 from privacycam.errors import ConfigError, SourceError
 from privacycam.pipeline import Pipeline, PrivacyState
@@ -43,7 +43,7 @@ class Daemon:
         self.config_path = config_path
         self.input_spec = input_spec
         self.output_spec = output_spec
-        self.privacy = PrivacyState(config.privacy.start)
+        self.privacy: PrivacyState = ObservedPrivacyState(config.privacy.start)  # tells the desktop services
         self.pipeline: Pipeline | None = None
         self._stop_requested = False
         # Before the socket exists: a SIGTERM during start-up still ends in a clean stop.
@@ -176,14 +176,20 @@ class Daemon:
         return self.status()
 
     def serve(self, max_frames: int | None = None) -> int:
-        privacy = self.config.privacy
-        hotkey = start_hotkey(privacy.hotkey, privacy.hotkey_modifiers, lambda: self.privacy.toggle("hotkey"))
+        # Desktop integration: the hotkey (portal or X11), notifications, the tray icon.
+        desktop = DesktopIntegration(
+            self.config.privacy,
+            self.privacy,
+            status=self.status,
+            device=lambda: getattr(self.sink, "device", None),
+            on_quit=lambda: self.stop("tray menu"),
+        )
+        desktop.start()
         try:
             self.pipeline.run(max_frames)
         finally:
             self._restore_signal_handlers()
-            if hotkey is not None:
-                hotkey.stop()
+            desktop.stop()
             self.control.close()
         log.info("stopped after %d frames", self.pipeline.status.frames_out)
         return 0

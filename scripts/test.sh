@@ -4,12 +4,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System tools the tests drive: a virtual X server and key sender (hotkey test),
-# systemd-analyze (unit checks), ffmpeg. The e2e test installs its own qemu bits.
+# systemd-analyze (unit checks), ffmpeg, a private D-Bus session bus and
+# desktop-file-validate (desktop tests), and what pip needs to build dbus-python
+# for python-dbusmock (headers, pkg-config, a C compiler). The e2e test installs
+# its own qemu bits.
 need=()
 command -v Xvfb >/dev/null || need+=(xvfb)
 command -v xdotool >/dev/null || need+=(xdotool)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
+command -v dbus-daemon >/dev/null || need+=(dbus)
+command -v desktop-file-validate >/dev/null || need+=(desktop-file-utils)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v cc >/dev/null || need+=(gcc libc6-dev)
+pkg-config --exists dbus-1 2>/dev/null || need+=(libdbus-1-dev)
+pkg-config --exists glib-2.0 2>/dev/null || need+=(libglib2.0-dev)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== apt-get install ${need[*]}"
