@@ -14,6 +14,7 @@ from pathlib import Path
 
 from privacycam.config import Config, changes_for_next_start, load_config
 from privacycam.control.desktop import DesktopIntegration, ObservedPrivacyState
+from privacycam.control.sd_notify import notify_ready_when
 from privacycam.control.socket_server import ControlServer, default_socket_path
 from privacycam.errors import ConfigError, SourceError
 from privacycam.pipeline import Pipeline, PrivacyState
@@ -185,6 +186,7 @@ class Daemon:
             on_quit=lambda: self.stop("tray menu"),
         )
         desktop.start()
+        notify_ready_when(lambda: self.pipeline.status.first_output_at is not None, lambda: self._stop_requested)
         try:
             self.pipeline.run(max_frames)
         finally:

@@ -53,6 +53,10 @@ class FakePortal:
             return None
         if msg.path == "/test" and msg.interface == TEST_IFACE:
             return self.handle_test(msg)
+        if msg.path == PATH and msg.interface == "org.freedesktop.DBus.Properties" and msg.member == "Get":
+            if list(msg.body) == [SHORTCUTS, "version"]:
+                return Message.new_method_return(msg, "v", [Variant("u", 1)])
+            return Message.new_error(msg, "org.freedesktop.DBus.Error.InvalidArgs", "no such property")
         if msg.path != PATH or msg.interface not in (SHORTCUTS, REGISTRY):
             return None
         call = [msg.member, msg.sender, self.app_ids.get(msg.sender, "")]

@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import cli_env
+from conftest import cli_env, run_cli
 from daemon_helpers import RunningDaemon
 
 from privacycam.sources.synthetic import SyntheticSource
@@ -398,3 +398,51 @@ def test_tray_names_the_processes_that_read_the_device(tmp_path):
     assert tray_look(status, names)[2] == f"camera live; watched by {names[0]}"
     assert reader_names(str(device), exclude_pid=os.getpid()) == []
 
+
+# -- doctor ----------------------------------------------------------------------------
+
+
+def test_doctor_reports_the_backend_the_portal_the_tray_host_and_the_app_id(session_bus, tmp_path):
+    portal = FakePortal(session_bus)
+    watcher = dbusmock_testcase.SpawnedMock.spawn_with_template(str(WATCHER_TEMPLATE), {})
+    data_home = tmp_path / "share"
+    env = cli_env(
+        DBUS_SESSION_BUS_ADDRESS=session_bus,
+        WAYLAND_DISPLAY="wayland-test",
+        XDG_DATA_HOME=str(data_home),
+        XDG_DATA_DIRS=str(tmp_path / "none"),
+    )
+    try:
+        before = run_cli("doctor", env=env).stdout.splitlines()
+        entry = data_home / "applications" / "io.github.privacycam.PrivacyCam.desktop"
+        entry.parent.mkdir(parents=True)
+        entry.write_text("[Desktop Entry]\n")
+        after = run_cli("doctor", env=env).stdout.splitlines()
+    finally:
+        watcher.terminate()
+        portal.stop()
+
+    def line(lines: list[str], text: str) -> str:
+        found = [entry for entry in lines if text in entry]
+        assert len(found) == 1, "\n".join(lines)
+        return found[0]
+
+    assert line(before, "hotkey backend:").startswith("OK    hotkey backend: portal (a Wayland session")
+    assert "GlobalShortcuts version 1" in line(before, "hotkey backend:")
+    assert line(before, "app id").startswith("WARN  app id io.github.privacycam.PrivacyCam: no desktop entry")
+    assert line(after, "app id").startswith(f"OK    app id io.github.privacycam.PrivacyCam: desktop entry {entry}")
+    assert line(before, "tray host").startswith("OK    tray host (StatusNotifierWatcher) present")
+    assert line(before, "notification server").startswith("OK    no notification server")
+    assert "hotkey_modifiers: [ctrl, alt]" in line(before, "has no modifiers")
+
+
+def test_doctor_says_when_there_is_no_portal(session_bus):
+    env = cli_env(DBUS_SESSION_BUS_ADDRESS=session_bus, WAYLAND_DISPLAY="wayland-test")
+    lines = run_cli("doctor", env=env).stdout.splitlines()
+    hotkey = [entry for entry in lines if "hotkey backend:" in entry]
+    assert hotkey == [
+        "WARN  hotkey backend: portal (a Wayland session (X11 clients get no global keys there)), but the portal has "
+        "no GlobalShortcuts (no xdg-desktop-portal on the session bus)  -> it needs xdg-desktop-portal 1.16+ with KDE "
+        "Plasma, GNOME 48+ or Hyprland; else bind `privacycam toggle` to a desktop shortcut, or set "
+        "privacy.hotkey_backend: x11 on X11"
+    ]
