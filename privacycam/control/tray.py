@@ -39,6 +39,7 @@ WATCHER_PATH = "/StatusNotifierWatcher"
 ITEM_PATH = "/StatusNotifierItem"
 MENU_PATH = "/MenuBar"
 STATUS_POLL_S = 1.0
+READER_RESCAN_POLLS = 5
 MENU_TOGGLE, MENU_QUIT = 1, 2
 
 ToolTip = Annotated[list, DBusSignature("(sa(iiay)ss)")]
@@ -248,6 +249,7 @@ class Tray:
         self._look: tuple | None = None
         self._readers: list[str] = []
         self._watching = False
+        self._polls = 0
 
     async def start(self, bus) -> None:
         self._bus = bus
@@ -294,7 +296,9 @@ class Tray:
         """Update icon, tooltip and menu from the daemon's status; signal only what changed."""
         status = self._status()
         watching = bool(status.get("consumer_watching"))
-        if watching != self._watching:
+        self._polls += 1
+        # /proc is scanned when watching starts, and now and then while it lasts (a second app may join).
+        if watching != self._watching or (watching and self._polls % READER_RESCAN_POLLS == 0):
             self._watching = watching
             self._readers = reader_names(self._device(), os.getpid()) if watching else []
         icon, title, body = look = tray_look(status, self._readers)
