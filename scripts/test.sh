@@ -19,6 +19,8 @@ command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v cc >/dev/null || need+=(gcc libc6-dev)
 pkg-config --exists dbus-1 2>/dev/null || need+=(libdbus-1-dev)
 pkg-config --exists glib-2.0 2>/dev/null || need+=(libglib2.0-dev)
+"${PYTHON:-python3}" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null \
+  || need+=(python3-dev)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== apt-get install ${need[*]}"
