@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 
@@ -125,11 +126,13 @@ class FakePortal:
 
 
 async def main(mode: str) -> None:
-    bus = await MessageBus().connect()
+    # Started by D-Bus activation, the bus address comes as DBUS_STARTER_ADDRESS.
+    bus = await MessageBus(bus_address=os.environ.get("DBUS_STARTER_ADDRESS")).connect()
     portal = FakePortal(bus, mode)
     bus.add_message_handler(portal.handle)
     await bus.request_name(PORTAL)
-    print("ready", flush=True)
+    with contextlib.suppress(OSError):  # D-Bus activated: stdout may be closed
+        print("ready", flush=True)
     await bus.wait_for_disconnect()
 
 

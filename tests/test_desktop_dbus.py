@@ -41,19 +41,24 @@ MOCK_IFACE = "org.freedesktop.DBus.Mock"
 
 
 @pytest.fixture
-def session_bus():
-    """A private session bus; its address. PrivateDBus sets DBUS_SESSION_BUS_ADDRESS for this process: undone after."""
+def private_bus():
+    """A private session bus (dbusmock's PrivateDBus, which sets DBUS_SESSION_BUS_ADDRESS here: undone after)."""
     before = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
     bus = dbusmock_testcase.PrivateDBus(dbusmock_testcase.BusType.SESSION)
     bus.start()
     try:
-        yield bus.address
+        yield bus
     finally:
         bus.stop()
         if before is None:
             os.environ.pop("DBUS_SESSION_BUS_ADDRESS", None)
         else:
             os.environ["DBUS_SESSION_BUS_ADDRESS"] = before
+
+
+@pytest.fixture
+def session_bus(private_bus) -> str:
+    return private_bus.address
 
 
 class FakePortal:
@@ -198,6 +203,37 @@ def test_preferred_trigger_follows_the_modifiers(session_bus, runtime_dir):
     finally:
         daemon.stop()
         portal.stop()
+
+
+def test_a_portal_started_by_dbus_activation_is_bound_once(private_bus, runtime_dir):
+    """On desktops xdg-desktop-portal is D-Bus activated by the first call: its appearing is no restart."""
+    (private_bus.servicedir / "org.freedesktop.portal.Desktop.service").write_text(
+        f"[D-BUS Service]\nName=org.freedesktop.portal.Desktop\nExec={sys.executable} {FAKE_PORTAL} --require-app-id\n"
+    )
+    connection = dbus.bus.BusConnection(private_bus.address)
+    daemon = start_daemon(runtime_dir, private_bus.address, WAYLAND_DISPLAY="wayland-test")
+    try:
+
+        def calls() -> list:
+            if not connection.name_has_owner("org.freedesktop.portal.Desktop"):
+                return []  # asking it now would D-Bus-activate it for the test instead of the daemon
+            portal = connection.get_object("org.freedesktop.portal.Desktop", "/test", introspect=False)
+            return json.loads(str(dbus.Interface(portal, "org.privacycam.test.FakePortal").Calls()))
+
+        daemon.wait_until(lambda: any(c[0] == "BindShortcuts" for c in calls()), 20, "the bind")
+        daemon.wait_for_line("toggles privacy")
+        members = [call[0] for call in calls()]
+    finally:
+        code, stderr = daemon.stop()
+        if connection.name_has_owner("org.freedesktop.portal.Desktop"):
+            bus = dbus.Interface(
+                connection.get_object("org.freedesktop.DBus", "/org/freedesktop/DBus"), "org.freedesktop.DBus"
+            )
+            os.kill(int(bus.GetConnectionUnixProcessID("org.freedesktop.portal.Desktop")), signal.SIGTERM)
+        connection.close()
+    assert code == 0, stderr
+    assert members == ["Register", "CreateSession", "BindShortcuts"]
+    assert "restarted" not in stderr and "waits for" not in stderr
 
 
 def test_portal_refusal_is_one_log_line_and_the_daemon_keeps_running(session_bus, runtime_dir):

@@ -241,7 +241,9 @@ class PortalHotkey:
     def _on_message(self, message) -> None:
         owner = name_owner_change(message, PORTAL_NAME)
         if owner is not None:
-            if owner:
+            if owner and self._binding is not None and not self._binding.done():
+                pass  # our own call D-Bus-activated it: that bind goes on, to the new owner
+            elif owner:
                 log.info("hotkey (portal): xdg-desktop-portal (re)started, binding the privacy shortcut again")
                 self._rebind()
             else:
