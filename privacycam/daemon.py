@@ -183,6 +183,7 @@ class Daemon:
             self.privacy,
             status=self.status,
             device=lambda: getattr(self.sink, "device", None),
+            toggle=self.privacy.toggle,
             on_quit=lambda: self.stop("tray menu"),
         )
         desktop.start()

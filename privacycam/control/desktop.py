@@ -50,12 +50,14 @@ class DesktopIntegration:
         privacy: ObservedPrivacyState,
         status: Callable[[], dict],
         device: Callable[[], str | None],
+        toggle: Callable[[str], object],
         on_quit: Callable[[], None],
     ) -> None:
         self._config = config
         self._privacy = privacy
         self._status = status
         self._device = device
+        self._toggle = toggle  # the daemon's toggle(cause): hotkey and tray clicks go through it
         self._on_quit = on_quit
         self._x11 = None
         self._bus: SessionBusThread | None = None
@@ -89,7 +91,7 @@ class DesktopIntegration:
         self._bus.start()
 
     def _hotkey(self) -> None:
-        self._privacy.toggle("hotkey")
+        self._toggle("hotkey")
 
     def _build_services(self) -> list:
         """Runs on the session-bus thread: the imports of dbus-fast and the tray happen there."""
@@ -105,7 +107,7 @@ class DesktopIntegration:
         if config.tray:
             from privacycam.control.tray import Tray
 
-            services.append(Tray(self._status, self._device, lambda: self._privacy.toggle("tray icon"), self._on_quit))
+            services.append(Tray(self._status, self._device, lambda: self._toggle("tray icon"), self._on_quit))
         return services
 
     def stop(self) -> None:
