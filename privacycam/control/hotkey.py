@@ -1,4 +1,9 @@
-"""The global privacy hotkey (default `p`) through pynput, where an X display allows it.
+"""The global privacy hotkey (default `p`): which backend runs it, and the X11 one through pynput.
+
+`privacy.hotkey_backend` picks: portal (xdg-desktop-portal GlobalShortcuts,
+control/portal_hotkey.py: Wayland, and any desktop whose portal has it), x11
+(pynput on an X display), none, or auto: portal in a Wayland session, x11 with
+an X display, else portal if there is a session bus at all.
 
 pynput's GlobalHotKeys ignores modifiers (it fires on shift+p and ctrl+p for
 `p`), so this listener tracks modifiers itself and fires only when exactly the
@@ -9,8 +14,10 @@ ctrl+p do not toggle.
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 from privacycam.x_display import x_display_problem
 
@@ -19,6 +26,7 @@ log = logging.getLogger(__name__)
 NO_BACKEND_HINT = (
     "bind `privacycam toggle` to a desktop keyboard shortcut instead (GNOME/KDE settings > Keyboard > Shortcuts)"
 )
+MODIFIERS_HINT = "to type a bare `p` in other windows without toggling, set privacy.hotkey_modifiers: [ctrl, alt]"
 JOIN_TIMEOUT_S = 1.0
 READY_TIMEOUT_S = 2.0
 
@@ -87,3 +95,35 @@ def start_hotkey(key: str | None, modifiers: Iterable[str], on_hotkey: Callable[
     except Exception as exc:  # noqa: BLE001 - pynput raises many kinds when X is unusable
         log.info("hotkey %r is off: %s; %s", key, str(exc).splitlines()[0] if str(exc) else exc, NO_BACKEND_HINT)
         return None
+
+
+@dataclass(frozen=True)
+class HotkeyBackend:
+    name: str  # portal, x11 or none
+    reason: str
+
+
+def session_bus_address(env: Mapping[str, str]) -> str | None:
+    """The session bus a D-Bus client would use: $DBUS_SESSION_BUS_ADDRESS, else $XDG_RUNTIME_DIR/bus if it exists."""
+    if env.get("DBUS_SESSION_BUS_ADDRESS"):
+        return env["DBUS_SESSION_BUS_ADDRESS"]
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.exists(os.path.join(runtime, "bus")):
+        return f"unix:path={os.path.join(runtime, 'bus')}"
+    return None
+
+
+def choose_hotkey_backend(configured: str, key: str | None, env: Mapping[str, str] | None = None) -> HotkeyBackend:
+    """Which backend runs the hotkey, and why (for the log and `privacycam doctor`)."""
+    env = os.environ if env is None else env
+    if not key:
+        return HotkeyBackend("none", "privacy.hotkey is null")
+    if configured != "auto":
+        return HotkeyBackend(configured, f"privacy.hotkey_backend: {configured}")
+    if env.get("WAYLAND_DISPLAY") or env.get("XDG_SESSION_TYPE") == "wayland":
+        return HotkeyBackend("portal", "a Wayland session (X11 clients get no global keys there)")
+    if env.get("DISPLAY"):
+        return HotkeyBackend("x11", f"an X11 session (DISPLAY={env['DISPLAY']})")
+    if session_bus_address(env):
+        return HotkeyBackend("portal", "no display in the environment, but a D-Bus session bus")
+    return HotkeyBackend("none", "no Wayland or X display and no D-Bus session bus")
