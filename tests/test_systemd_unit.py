@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, cli_env
 
-from privacycam.models import model_dir
-
 from privacycam.control.dbus_session import APP_ID
+from privacycam.models import model_dir
 
 # app-<app id>.service: how xdg-desktop-portal names an unsandboxed app (issue #16).
 UNIT = REPO / "systemd" / f"app-{APP_ID}.service"
