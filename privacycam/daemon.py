@@ -177,7 +177,9 @@ class Daemon:
 
     def serve(self, max_frames: int | None = None) -> int:
         privacy = self.config.privacy
-        hotkey = start_hotkey(privacy.hotkey, privacy.hotkey_modifiers, lambda: self.privacy.toggle("hotkey"))
+        hotkey = None
+        if self.live:  # a file run ends on its own: no key to toggle, and no line about one
+            hotkey = start_hotkey(privacy.hotkey, privacy.hotkey_modifiers, lambda: self.privacy.toggle("hotkey"))
         try:
             self.pipeline.run(max_frames)
         finally:
@@ -185,7 +187,8 @@ class Daemon:
             if hotkey is not None:
                 hotkey.stop()
             self.control.close()
-        log.info("stopped after %d frames", self.pipeline.status.frames_out)
+        frames = self.pipeline.status.frames_out
+        log.info("stopped after %d %s", frames, "frame" if frames == 1 else "frames")
         return 0
 
     def _restore_signal_handlers(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, cli_env, first_frames, run_cli
 
+from privacycam.errors import PrivacyCamError
 from privacycam.models import model_path
 
 
@@ -226,3 +228,28 @@ def test_doctor_without_the_source_folder_prints_the_file_contents(tmp_path, mon
     fix = doctor.loopback_fix()
     assert f"echo '{doctor.MODPROBE_OPTIONS}' | sudo tee /etc/modprobe.d/privacycam.conf" in fix
     assert "echo 'v4l2loopback' | sudo tee /etc/modules-load.d/privacycam.conf" in fix
+
+
+def test_status_json_without_a_daemon_is_a_json_error(runtime_dir):
+    result = run_cli("status", "--json", env=cli_env(XDG_RUNTIME_DIR=str(runtime_dir)))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["ok"] is False
+    assert "no PrivacyCam daemon is running" in answer["error"] and "Fix:" in answer["error"]
+
+
+def test_a_problem_quoting_a_sentence_gets_one_full_stop():
+    # pyvirtualcam's own text ends in "."; joined with ". Fix:" it read "does not exist.. Fix"
+    result = run_cli("run", "--input", "synthetic", "--output", "vcam:/dev/video97", "--frames", "1")
+    _assert_one_clear_line(result, 1, "/dev/video97 does not exist. Fix:")
+    assert ".." not in result.stderr
+    assert PrivacyCamError("it broke. ", "mend it").message == "it broke. Fix: mend it"
+
+
+def test_a_file_run_counts_in_words_and_says_nothing_of_the_hotkey(tmp_path):
+    frames = first_frames("davis2016_lucia", 1, tmp_path / "in")
+    result = run_cli("run", "--input", str(frames), "--output", "null")
+    assert result.returncode == 0, result.stderr
+    assert "stopped after 1 frame\n" in result.stderr
+    assert "hotkey" not in result.stderr  # only a live input has a key to toggle it
