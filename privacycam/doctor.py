@@ -20,9 +20,11 @@ from privacycam.x_display import x_display_problem
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 SYSFS_VIDEO = "/sys/class/video4linux"
 LOOPBACK_MODULE = "/sys/module/v4l2loopback"
-# The repository's systemd/ folder, beside the package in a source checkout and
-# in the editable install scripts/install.sh makes.
+# The repository's systemd/ folder: beside the package in a source checkout and
+# in the editable install scripts/install.sh makes. An installed wheel has the
+# same files as data files (pyproject.toml), in <prefix>/share/privacycam/systemd.
 SHIPPED_FILES = Path(__file__).resolve().parent.parent / "systemd"
+INSTALLED_FILES = "share/privacycam/systemd"
 MODPROBE_FILE = "v4l2loopback-privacycam.conf"
 MODULES_LOAD_FILE = "v4l2loopback-modules-load.conf"
 UNIT_FILE = "privacycam.service"
@@ -137,7 +139,18 @@ def check_cameras() -> list[Check]:
 def shipped_file(name: str) -> Path | None:
     """A file of the repository's systemd/ folder by its absolute path, if this install has it."""
     path = SHIPPED_FILES / name
-    return path if path.is_file() else None
+    if path.is_file():
+        return path
+    try:
+        installed = importlib.metadata.files("privacycam") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for record in installed:
+        if record.name == name and f"{INSTALLED_FILES}/" in record.as_posix():
+            located = Path(str(record.locate())).resolve()
+            if located.is_file():
+                return located
+    return None
 
 
 def _install_file_command(name: str, destination: str, content: str) -> str:

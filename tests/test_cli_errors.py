@@ -225,6 +225,7 @@ def test_doctor_without_the_source_folder_prints_the_file_contents(tmp_path, mon
     }
     assert shipped == {doctor.MODPROBE_FILE: [doctor.MODPROBE_OPTIONS], doctor.MODULES_LOAD_FILE: ["v4l2loopback"]}
     monkeypatch.setattr(doctor, "SHIPPED_FILES", tmp_path / "not-installed")
+    monkeypatch.setattr(doctor, "INSTALLED_FILES", "share/not-installed")
     fix = doctor.loopback_fix()
     assert f"echo '{doctor.MODPROBE_OPTIONS}' | sudo tee /etc/modprobe.d/privacycam.conf" in fix
     assert "echo 'v4l2loopback' | sudo tee /etc/modules-load.d/privacycam.conf" in fix
@@ -253,3 +254,13 @@ def test_a_file_run_counts_in_words_and_says_nothing_of_the_hotkey(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "stopped after 1 frame\n" in result.stderr
     assert "hotkey" not in result.stderr  # only a live input has a key to toggle it
+
+
+def test_an_installed_privacycam_carries_the_files_doctor_names():
+    tomllib = pytest.importorskip("tomllib")
+    from privacycam import doctor
+
+    data_files = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
+    shipped = sorted(f"systemd/{path.name}" for path in (REPO / "systemd").iterdir())
+    assert sorted(data_files[doctor.INSTALLED_FILES]) == shipped  # every file in systemd/ is installed
+    assert {f"systemd/{doctor.UNIT_FILE}", f"systemd/{doctor.MODPROBE_FILE}"} <= set(shipped)
