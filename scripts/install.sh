@@ -42,14 +42,19 @@ install_torch() {
   if [ "$variant" = cpu ]; then
     echo "== installing torch extra, CPU build (torch==$torch+cpu torchvision==$torchvision+cpu from $cpu_index)"
     # The +cpu pins make pip replace a CUDA build left in .venv by an earlier install.
+    local pip_errors
+    pip_errors=$(mktemp)
     if .venv/bin/pip install -q --retries 1 --index-url "$cpu_index" \
-        "torch==$torch+cpu" "torchvision==$torchvision+cpu" 2> >(quiet >&2); then
+        "torch==$torch+cpu" "torchvision==$torchvision+cpu" 2>"$pip_errors"; then
+      rm -f "$pip_errors"
       return
     fi
     if [ "${PRIVACYCAM_TORCH:-auto}" = cpu ]; then
+      quiet <"$pip_errors" >&2; rm -f "$pip_errors"
       echo "== the CPU build of torch could not be installed from $cpu_index: point PRIVACYCAM_TORCH_CPU_INDEX at a reachable copy of that index, or use PRIVACYCAM_TORCH=cuda" >&2
       exit 1
     fi
+    rm -f "$pip_errors"  # pip's words for an index out of reach: a retry warning and a "conflict"
     # PyPI has no CPU build of torch for x86_64, and its torchvision needs the
     # CUDA libraries, so where that index is out of reach this is what works.
     echo "== $cpu_index is out of reach: installing PyPI's torch instead, a CUDA build (about 5 GB more in .venv); set PRIVACYCAM_TORCH_CPU_INDEX to a reachable copy of the CPU index to avoid that"

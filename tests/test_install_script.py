@@ -87,6 +87,7 @@ def test_an_unreachable_cpu_index_falls_back_to_pypi_and_says_so(tmp_path):
     assert len(torch_calls) == 2 and "--index-url" in torch_calls[0]
     assert torch_calls[1] == "install -q torch==2.14.1 torchvision==0.29.1"
     assert f"{CPU_INDEX} is out of reach" in result.stdout and "CUDA build" in result.stdout
+    assert "No matching distribution" not in result.stderr  # pip's words for it mislead; the line above says it
 
 
 def test_asking_for_the_cpu_build_fails_clearly_when_it_cannot_be_had(tmp_path):
@@ -94,6 +95,7 @@ def test_asking_for_the_cpu_build_fails_clearly_when_it_cannot_be_had(tmp_path):
     assert result.returncode == 1
     assert len(_torch_calls(calls)) == 1  # no quiet fallback to the big build
     assert "PRIVACYCAM_TORCH_CPU_INDEX" in result.stderr and "PRIVACYCAM_TORCH=cuda" in result.stderr
+    assert "No matching distribution" in result.stderr  # asked for it explicitly: pip's own reason too
     assert "Traceback" not in result.stderr
 
 
