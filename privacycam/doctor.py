@@ -224,7 +224,8 @@ def check_preview(config) -> list[Check]:
     return [Check(OK, f"preview window: X display {os.environ['DISPLAY']}")]
 
 
-def check_daemon(config, unit_installed: bool) -> Check:
+def check_daemon(config, unit_installed: bool | None = None) -> Check:
+    """Whether a daemon answers; its fix starts the unit only once the unit is installed."""
     from privacycam.control.client import send_command
     from privacycam.control.socket_server import default_socket_path
 
@@ -232,6 +233,8 @@ def check_daemon(config, unit_installed: bool) -> Check:
     try:
         status = send_command(path, "status")
     except PrivacyCamError:
+        if unit_installed is None:
+            unit_installed = user_unit_path().is_file()
         how = (
             "start it: systemctl --user start privacycam"
             if unit_installed
