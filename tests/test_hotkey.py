@@ -156,4 +156,5 @@ def test_stop_returns_when_the_listener_died_before_it_was_ready(x_server, monke
         stopper.start()
         stopper.join(STOP_TIMEOUT_S + 2)  # a bound on a hang
     assert not stopper.is_alive(), "HotkeyListener.stop() hangs on a listener that never became ready"
+    assert len(caplog.records) == 1, caplog.text  # one line saying so, not also "not ready"
     assert "hotkey is off: its X connection is gone" in caplog.text

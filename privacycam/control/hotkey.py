@@ -61,7 +61,7 @@ class HotkeyListener:
         waiter = threading.Thread(target=self._listener.wait, daemon=True)
         waiter.start()
         waiter.join(READY_TIMEOUT_S)
-        if waiter.is_alive():
+        if waiter.is_alive() and self._listener.is_alive():  # a dead listener has said why
             log.info("hotkey %r: the keyboard listener is not ready after %.0f s", key, READY_TIMEOUT_S)
 
     def _modifier(self, key) -> str | None:
