@@ -225,21 +225,25 @@ class Daemon:
 
     def serve(self, max_frames: int | None = None) -> int:
         # Desktop integration: the hotkey (portal or X11), notifications, the tray icon.
-        desktop = DesktopIntegration(
-            self.config.privacy,
-            self.privacy,
-            status=self.status,
-            device=lambda: getattr(self.sink, "device", None),
-            toggle=self._toggle_in_background,
-            on_quit=lambda: self.stop("tray menu"),
-        )
-        desktop.start()
+        # Not for a file run: it ends on its own, with no key to toggle and no line about one.
+        desktop = None
+        if self.live:
+            desktop = DesktopIntegration(
+                self.config.privacy,
+                self.privacy,
+                status=self.status,
+                device=lambda: getattr(self.sink, "device", None),
+                toggle=self._toggle_in_background,
+                on_quit=lambda: self.stop("tray menu"),
+            )
+            desktop.start()
         notify_ready_when(lambda: self.pipeline.status.first_output_at is not None, lambda: self._stop_requested)
         try:
             finished = self._run_loop(max_frames)
         finally:
             self._restore_signal_handlers()
-            desktop.stop()
+            if desktop is not None:
+                desktop.stop()
             self.control.close()
         if not finished:
             log.error(
@@ -249,7 +253,8 @@ class Daemon:
             )
             logging.shutdown()
             os._exit(0)  # the stuck thread cannot be joined, and interpreter exit would join it
-        log.info("stopped after %d frames", self.pipeline.status.frames_out)
+        frames = self.pipeline.status.frames_out
+        log.info("stopped after %d %s", frames, "frame" if frames == 1 else "frames")
         return 0
 
     def _run_loop(self, max_frames: int | None) -> bool:

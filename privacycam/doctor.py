@@ -24,6 +24,18 @@ OK, WARN, FAIL = "OK", "WARN", "FAIL"
 SYSFS_VIDEO = "/sys/class/video4linux"
 LOOPBACK_MODULE = "/sys/module/v4l2loopback"
 UNIT_NAME = f"app-{APP_ID}.service"
+# The repository's systemd/ folder: beside the package in a source checkout and
+# in the editable install scripts/install.sh makes. An installed wheel has the
+# same files as data files (pyproject.toml), in <prefix>/share/privacycam/systemd.
+SHIPPED_FILES = Path(__file__).resolve().parent.parent / "systemd"
+INSTALLED_FILES = "share/privacycam/systemd"
+MODPROBE_FILE = "v4l2loopback-privacycam.conf"
+MODULES_LOAD_FILE = "v4l2loopback-modules-load.conf"
+UNIT_FILE = UNIT_NAME
+# What the two v4l2loopback files say, for an install without the source
+# folder (a test keeps these equal to the files).
+MODPROBE_OPTIONS = "options v4l2loopback devices=1 video_nr=10 card_label=PrivacyCam exclusive_caps=1"
+MODULES_LOAD_LINE = "v4l2loopback"
 
 
 @dataclass
@@ -129,16 +141,45 @@ def check_cameras() -> list[Check]:
     return [Check(OK, f"camera /dev/{n} '{_label(n)}': {_formats('/dev/' + n)}") for n in cameras]
 
 
+def shipped_file(name: str) -> Path | None:
+    """A file of the repository's systemd/ folder by its absolute path, if this install has it."""
+    path = SHIPPED_FILES / name
+    if path.is_file():
+        return path
+    try:
+        installed = importlib.metadata.files("privacycam") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for record in installed:
+        if record.name == name and f"{INSTALLED_FILES}/" in record.as_posix():
+            located = Path(str(record.locate())).resolve()
+            if located.is_file():
+                return located
+    return None
+
+
+def _install_file_command(name: str, destination: str, content: str) -> str:
+    """A shell command that puts a shipped file at `destination`, from any working folder."""
+    source = shipped_file(name)
+    if source is not None:
+        return f"sudo cp {source} {destination}"
+    return f"echo '{content}' | sudo tee {destination}"
+
+
+def loopback_fix() -> str:
+    """Install the module, configure it, load it at every boot, and load it now."""
+    steps = [
+        "sudo apt install v4l2loopback-dkms",
+        _install_file_command(MODPROBE_FILE, "/etc/modprobe.d/privacycam.conf", MODPROBE_OPTIONS),
+        _install_file_command(MODULES_LOAD_FILE, "/etc/modules-load.d/privacycam.conf", MODULES_LOAD_LINE),
+        "sudo modprobe v4l2loopback",
+    ]
+    return " && ".join(steps) + " (see README)"
+
+
 def check_loopback(card_label: str) -> list[Check]:
     if not os.path.isdir(LOOPBACK_MODULE):
-        return [
-            Check(
-                FAIL,
-                "v4l2loopback is not loaded",
-                "sudo apt install v4l2loopback-dkms && sudo cp systemd/v4l2loopback-privacycam.conf "
-                "/etc/modprobe.d/privacycam.conf && sudo modprobe v4l2loopback (see README)",
-            )
-        ]
+        return [Check(FAIL, "v4l2loopback is not loaded", loopback_fix())]
     checks = []
     nodes = sorted(Path(p).name for p in glob.glob(os.path.join(SYSFS_VIDEO, "video*")))
     loopbacks = {f"/dev/{n}": _label(n) for n in nodes if is_loopback(n)}
@@ -292,7 +333,9 @@ def check_preview(config) -> list[Check]:
     return [Check(OK, f"preview window: X display {os.environ['DISPLAY']}")]
 
 
-def check_daemon(config) -> list[Check]:
+def check_daemon(config, unit_installed: bool | None = None) -> list[Check]:
+    """Whether a daemon answers (its fix starts the unit only once the unit is installed), and
+    whether its virtual camera has the driver's timeout image."""
     from privacycam.control.client import send_command
     from privacycam.control.socket_server import default_socket_path
 
@@ -300,7 +343,14 @@ def check_daemon(config) -> list[Check]:
     try:
         status = send_command(path, "status")
     except PrivacyCamError:
-        return [Check(WARN, f"no daemon answers on {path}", "start it: systemctl --user start privacycam")]
+        if unit_installed is None:
+            unit_installed = user_unit_path().is_file()
+        how = (
+            "start it: systemctl --user start privacycam"
+            if unit_installed
+            else "start it: privacycam run (or install the systemd user unit, above)"
+        )
+        return [Check(WARN, f"no daemon answers on {path}", how)]
     checks = [Check(OK, f"daemon running: privacy {'on' if status.get('privacy') else 'off'}, socket {path}")]
     if str(status.get("sink", "")).startswith("virtual camera"):
         checks.append(_timeout_image_check(bool(status.get("device_timeout_image"))))
@@ -318,25 +368,35 @@ def _timeout_image_check(active: bool) -> Check:
     )
 
 
-def check_systemd_unit() -> Check:
+def user_unit_path() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
-    folder = Path(base) / "systemd" / "user"
-    unit = folder / UNIT_NAME
+    return Path(base) / "systemd" / "user" / UNIT_FILE
+
+
+def check_systemd_unit() -> Check:
+    unit = user_unit_path()
     if unit.is_file():
         return Check(OK, f"systemd user unit installed: {unit} (app id {APP_ID})")
-    old = folder / "privacycam.service"
+    old = unit.parent / "privacycam.service"
     if old.is_file() and not old.is_symlink():
         return Check(
             WARN,
             f"old systemd user unit {old}: the portal cannot tell its app id",
             f"systemctl --user disable --now privacycam; rm {old}; then install {UNIT_NAME} (README, 'As a service')",
         )
-    return Check(WARN, "systemd user unit not installed", f"install -Dm644 systemd/{UNIT_NAME} {unit}")
+    source = shipped_file(UNIT_FILE)
+    if source is None:
+        fix = f"copy systemd/{UNIT_FILE} from the PrivacyCam source to {unit} (see README, 'As a service')"
+    else:
+        fix = f"install -Dm644 {source} {unit} && systemctl --user daemon-reload"
+        fix += " && systemctl --user enable --now privacycam"
+    return Check(WARN, "systemd user unit not installed", fix)
 
 
 def doctor_command(args: argparse.Namespace) -> int:
     config_checks, config = check_config(args.config)
     label = config.output.card_label if config else "PrivacyCam"
+    unit = check_systemd_unit()
     checks = [
         *check_python(),
         *check_models(config),
@@ -346,8 +406,8 @@ def doctor_command(args: argparse.Namespace) -> int:
         *config_checks,
         *check_hotkey(config),
         *check_preview(config),
-        *check_daemon(config),
-        check_systemd_unit(),
+        unit,
+        *check_daemon(config, unit_installed=unit.status == OK),
     ]
     for check in checks:
         print(check.line())
