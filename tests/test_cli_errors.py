@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, cli_env, first_frames, run_cli
 
+from privacycam import doctor
 from privacycam.errors import PrivacyCamError
 from privacycam.models import model_path
 
@@ -172,8 +173,8 @@ def test_hotkey_and_doctor_name_an_unreachable_x_display():
     assert result.returncode == 0, result.stderr
     assert "hotkey 'p' is off: X display :251 cannot be reached" in result.stderr
     assert "not supported" not in result.stderr
-    doctor = run_cli("doctor", env=env).stdout
-    assert "WARN  the hotkey is off: X display :251 cannot be reached" in doctor
+    report = run_cli("doctor", env=env).stdout
+    assert "WARN  the hotkey is off: X display :251 cannot be reached" in report
 
 
 def _doctor_lines(cwd, env: dict) -> list[str]:
@@ -199,7 +200,7 @@ def test_doctor_fixes_work_from_any_folder_and_survive_a_reboot(tmp_path):
         assert Path(source).is_absolute() and Path(source).is_file(), source
     unit_fix = _fix(lines, "WARN  systemd user unit not installed")
     unit_source = unit_fix.split()[2]
-    assert Path(unit_source).is_absolute() and Path(unit_source).name == "privacycam.service", unit_fix
+    assert Path(unit_source).is_absolute() and Path(unit_source).name == doctor.UNIT_FILE, unit_fix
 
 
 def test_doctor_says_the_unit_is_missing_before_it_suggests_starting_it(tmp_path):
@@ -211,13 +212,12 @@ def test_doctor_says_the_unit_is_missing_before_it_suggests_starting_it(tmp_path
     assert "systemctl --user start" not in lines[daemon]
     assert "privacycam run" in lines[daemon]
     (config_home / "systemd" / "user").mkdir(parents=True)
-    (config_home / "systemd" / "user" / "privacycam.service").write_text("[Service]\n")
+    (config_home / "systemd" / "user" / doctor.UNIT_FILE).write_text("[Service]\n")
     lines = _doctor_lines(tmp_path, cli_env(XDG_CONFIG_HOME=str(config_home)))
     assert "systemctl --user start privacycam" in _fix(lines, "WARN  no daemon answers")
 
 
 def test_doctor_without_the_source_folder_prints_the_file_contents(tmp_path, monkeypatch):
-    from privacycam import doctor
 
     shipped = {
         name: [line for line in (REPO / "systemd" / name).read_text().splitlines() if not line.startswith("#")]
@@ -258,7 +258,6 @@ def test_a_file_run_counts_in_words_and_says_nothing_of_the_hotkey(tmp_path):
 
 def test_an_installed_privacycam_carries_the_files_doctor_names():
     tomllib = pytest.importorskip("tomllib")
-    from privacycam import doctor
 
     data_files = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
     shipped = sorted(f"systemd/{path.name}" for path in (REPO / "systemd").iterdir())
