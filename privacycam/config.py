@@ -154,6 +154,11 @@ class PrivacyConfig(_Section):
     start: bool = True
     hotkey: str | None = "p"
     hotkey_modifiers: tuple[Literal["ctrl", "shift", "alt", "cmd"], ...] = ()
+    # auto: the GlobalShortcuts portal on Wayland, pynput on X11 (control/hotkey.py).
+    hotkey_backend: Literal["auto", "portal", "x11", "none"] = "auto"
+    # A desktop notification on each privacy change, and a tray icon; silent without a session bus.
+    notifications: bool = True
+    tray: bool = True
     placeholder_color: Rgb = (40, 44, 52)
 
     _start_on_off = field_validator("start", mode="before")(lambda cls, v: _on_off(v))

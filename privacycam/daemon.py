@@ -16,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from privacycam.config import Config, SegmenterConfig, changes_for_next_start, load_config
-from privacycam.control.hotkey import start_hotkey
+from privacycam.control.desktop import DesktopIntegration, ObservedPrivacyState
+from privacycam.control.sd_notify import notify_ready_when
 from privacycam.control.socket_server import ControlServer, default_socket_path
 from privacycam.errors import ConfigError, SourceError
 from privacycam.pipeline import Pipeline, PrivacyState
@@ -60,7 +61,7 @@ class Daemon:
         self.config_path = config_path
         self.input_spec = input_spec
         self.output_spec = output_spec
-        self.privacy = PrivacyState(config.privacy.start)
+        self.privacy: PrivacyState = ObservedPrivacyState(config.privacy.start)  # tells the desktop services
         self.pipeline: Pipeline | None = None
         self._stop_requested = False
         # Before the socket exists: a SIGTERM during start-up still ends in a clean stop.
@@ -223,14 +224,26 @@ class Daemon:
             threading.Thread(target=self.private_at_device, args=(cause,), daemon=True).start()
 
     def serve(self, max_frames: int | None = None) -> int:
-        privacy = self.config.privacy
-        hotkey = start_hotkey(privacy.hotkey, privacy.hotkey_modifiers, lambda: self._toggle_in_background("hotkey"))
+        # Desktop integration: the hotkey (portal or X11), notifications, the tray icon.
+        # Not for a file run: it ends on its own, with no key to toggle and no line about one.
+        desktop = None
+        if self.live:
+            desktop = DesktopIntegration(
+                self.config.privacy,
+                self.privacy,
+                status=self.status,
+                device=lambda: getattr(self.sink, "device", None),
+                toggle=self._toggle_in_background,
+                on_quit=lambda: self.stop("tray menu"),
+            )
+            desktop.start()
+        notify_ready_when(lambda: self.pipeline.status.first_output_at is not None, lambda: self._stop_requested)
         try:
             finished = self._run_loop(max_frames)
         finally:
             self._restore_signal_handlers()
-            if hotkey is not None:
-                hotkey.stop()
+            if desktop is not None:
+                desktop.stop()
             self.control.close()
         if not finished:
             log.error(
@@ -240,7 +253,8 @@ class Daemon:
             )
             logging.shutdown()
             os._exit(0)  # the stuck thread cannot be joined, and interpreter exit would join it
-        log.info("stopped after %d frames", self.pipeline.status.frames_out)
+        frames = self.pipeline.status.frames_out
+        log.info("stopped after %d %s", frames, "frame" if frames == 1 else "frames")
         return 0
 
     def _run_loop(self, max_frames: int | None) -> bool:

@@ -22,7 +22,10 @@ class PrivacyCamError(Exception):
 
     @property
     def message(self) -> str:
-        return f"{self.problem}. Fix: {self.fix}" if self.fix else self.problem
+        if not self.fix:
+            return self.problem
+        # Problems quoting a library's own sentence ("Device /dev/video5 does not exist.") end in a full stop already.
+        return f"{self.problem.rstrip().rstrip('.')}. Fix: {self.fix}"
 
 
 class ConfigError(PrivacyCamError):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO, cli_env, first_frames, run_cli
 
+from privacycam import doctor
+from privacycam.errors import PrivacyCamError
 from privacycam.models import model_path
 
 
@@ -171,5 +175,93 @@ def test_hotkey_and_doctor_name_an_unreachable_x_display():
     assert result.returncode == 0, result.stderr
     assert "hotkey 'p' is off: X display :251 cannot be reached" in result.stderr
     assert "not supported" not in result.stderr
-    doctor = run_cli("doctor", env=env).stdout
-    assert "WARN  the hotkey is off: X display :251 cannot be reached" in doctor
+    report = run_cli("doctor", env=env).stdout
+    assert "WARN  the hotkey is off: X display :251 cannot be reached" in report
+
+
+def _doctor_lines(cwd, env: dict) -> list[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "privacycam", "doctor"], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stdout.splitlines()
+
+
+def _fix(lines: list[str], start: str) -> str:
+    line = next(line for line in lines if line.startswith(start))
+    return line.split("  -> ", 1)[1]
+
+
+def test_doctor_fixes_work_from_any_folder_and_survive_a_reboot(tmp_path):
+    lines = _doctor_lines(tmp_path, cli_env(XDG_CONFIG_HOME=str(tmp_path / "config")))
+    loopback = _fix(lines, "FAIL  v4l2loopback is not loaded")
+    assert "/etc/modules-load.d/privacycam.conf" in loopback  # else the device is gone after a reboot
+    copied = [word for word in loopback.split() if word.endswith(".conf") and not word.startswith("/etc/")]
+    assert len(copied) == 2, loopback
+    for source in copied:
+        assert Path(source).is_absolute() and Path(source).is_file(), source
+    unit_fix = _fix(lines, "WARN  systemd user unit not installed")
+    unit_source = unit_fix.split()[2]
+    assert Path(unit_source).is_absolute() and Path(unit_source).name == doctor.UNIT_FILE, unit_fix
+
+
+def test_doctor_says_the_unit_is_missing_before_it_suggests_starting_it(tmp_path):
+    config_home = tmp_path / "config"
+    lines = _doctor_lines(tmp_path, cli_env(XDG_CONFIG_HOME=str(config_home)))
+    unit = next(i for i, line in enumerate(lines) if "systemd user unit" in line)
+    daemon = next(i for i, line in enumerate(lines) if "no daemon answers" in line)
+    assert unit < daemon
+    assert "systemctl --user start" not in lines[daemon]
+    assert "privacycam run" in lines[daemon]
+    (config_home / "systemd" / "user").mkdir(parents=True)
+    (config_home / "systemd" / "user" / doctor.UNIT_FILE).write_text("[Service]\n")
+    lines = _doctor_lines(tmp_path, cli_env(XDG_CONFIG_HOME=str(config_home)))
+    assert "systemctl --user start privacycam" in _fix(lines, "WARN  no daemon answers")
+
+
+def test_doctor_without_the_source_folder_prints_the_file_contents(tmp_path, monkeypatch):
+
+    shipped = {
+        name: [line for line in (REPO / "systemd" / name).read_text().splitlines() if not line.startswith("#")]
+        for name in (doctor.MODPROBE_FILE, doctor.MODULES_LOAD_FILE)
+    }
+    assert shipped == {doctor.MODPROBE_FILE: [doctor.MODPROBE_OPTIONS], doctor.MODULES_LOAD_FILE: ["v4l2loopback"]}
+    monkeypatch.setattr(doctor, "SHIPPED_FILES", tmp_path / "not-installed")
+    monkeypatch.setattr(doctor, "INSTALLED_FILES", "share/not-installed")
+    fix = doctor.loopback_fix()
+    assert f"echo '{doctor.MODPROBE_OPTIONS}' | sudo tee /etc/modprobe.d/privacycam.conf" in fix
+    assert "echo 'v4l2loopback' | sudo tee /etc/modules-load.d/privacycam.conf" in fix
+
+
+def test_status_json_without_a_daemon_is_a_json_error(runtime_dir):
+    result = run_cli("status", "--json", env=cli_env(XDG_RUNTIME_DIR=str(runtime_dir)))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["ok"] is False
+    assert "no PrivacyCam daemon is running" in answer["error"] and "Fix:" in answer["error"]
+
+
+def test_a_problem_quoting_a_sentence_gets_one_full_stop():
+    # pyvirtualcam's own text ends in "."; joined with ". Fix:" it read "does not exist.. Fix"
+    result = run_cli("run", "--input", "synthetic", "--output", "vcam:/dev/video97", "--frames", "1")
+    _assert_one_clear_line(result, 1, "/dev/video97 does not exist. Fix:")
+    assert ".." not in result.stderr
+    assert PrivacyCamError("it broke. ", "mend it").message == "it broke. Fix: mend it"
+
+
+def test_a_file_run_counts_in_words_and_says_nothing_of_the_hotkey(tmp_path):
+    frames = first_frames("davis2016_lucia", 1, tmp_path / "in")
+    result = run_cli("run", "--input", str(frames), "--output", "null")
+    assert result.returncode == 0, result.stderr
+    assert "stopped after 1 frame\n" in result.stderr
+    assert "hotkey" not in result.stderr  # only a live input has a key to toggle it
+
+
+def test_an_installed_privacycam_carries_the_files_doctor_names():
+    tomllib = pytest.importorskip("tomllib")
+
+    data_files = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
+    shipped = sorted(f"systemd/{path.name}" for path in (REPO / "systemd").iterdir())
+    assert sorted(data_files[doctor.INSTALLED_FILES]) == shipped  # every file in systemd/ is installed
+    assert {f"systemd/{doctor.UNIT_FILE}", f"systemd/{doctor.MODPROBE_FILE}"} <= set(shipped)

@@ -14,9 +14,13 @@ from pathlib import Path
 import pytest
 from conftest import REPO, cli_env
 
+from privacycam.control.dbus_session import APP_ID
 from privacycam.models import model_dir
 
-UNIT = REPO / "systemd" / "privacycam.service"
+# app-<app id>.service: how xdg-desktop-portal names an unsandboxed app (issue #16).
+UNIT = REPO / "systemd" / f"app-{APP_ID}.service"
+DESKTOP_ENTRY = REPO / "systemd" / f"{APP_ID}.desktop"
+WIREPLUMBER_DROP_IN = REPO / "systemd" / "wireplumber-after-privacycam.conf"
 # `systemd-analyze security --offline=true --user` exposure of the unit as shipped
 # (1.2 with systemd 252: it scores the unit as a system service, so it counts the
 # system-only ProtectProc= and ProtectControlGroups= this unit leaves out, and
@@ -144,8 +148,44 @@ def test_unit_keeps_the_essentials():
         "DevicePolicy=closed",
         "DeviceAllow=char-video4linux rw",
         "ExecReload=/bin/kill -HUP $MAINPID",
+        "Type=notify",
+        "Before=wireplumber.service",
+        "Alias=privacycam.service",
     ):
         assert line in text, line
+
+
+def test_wireplumber_drop_in_verifies_and_orders_it_after_privacycam(user_env, tmp_path):
+    """WirePlumber (a stand-in unit) with the shipped drop-in pulls PrivacyCam in and starts after it."""
+    units = Path(user_env["UNIT"]).parent
+    (units / "wireplumber.service").write_text("[Unit]\nDescription=stand-in\n[Service]\nExecStart=/bin/true\n")
+    (units / "wireplumber.service.d").mkdir()
+    shutil.copy(WIREPLUMBER_DROP_IN, units / "wireplumber.service.d" / "privacycam.conf")
+    env = {**user_env, "SYSTEMD_UNIT_PATH": f"{units}:"}
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--user", str(units / "wireplumber.service")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr  # a bad drop-in key warns here
+    drop_in = WIREPLUMBER_DROP_IN.read_text()
+    assert f"Wants={UNIT.name}" in drop_in and f"After={UNIT.name}" in drop_in
+
+
+@pytest.mark.skipif(
+    not shutil.which("desktop-file-validate"),
+    reason="needs desktop-file-validate (apt-get install desktop-file-utils; scripts/test.sh does this)",
+)
+def test_desktop_entry_validates():
+    result = subprocess.run(["desktop-file-validate", str(DESKTOP_ENTRY)], capture_output=True, text=True)
+    assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+
+
+def test_unit_and_desktop_entry_carry_the_app_id():
+    assert UNIT.is_file() and DESKTOP_ENTRY.is_file()
+    entry = DESKTOP_ENTRY.read_text()
+    assert "Exec=privacycam run" in entry and "X-GNOME-UsesNotifications=true" in entry
 
 
 def test_modprobe_files_make_the_privacycam_device():

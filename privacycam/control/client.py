@@ -49,13 +49,22 @@ def send_command(path: Path, command: str) -> dict:
 
 
 def control_command(args: argparse.Namespace) -> int:
-    answer = send_command(socket_path_for(args.config), args.command)
+    as_json = args.command == "status" and getattr(args, "json", False)
+    try:
+        answer = send_command(socket_path_for(args.config), args.command)
+    except PrivacyCamError as exc:
+        if not as_json:
+            raise
+        # Whoever reads `status --json` parses stdout: the problem is a JSON object too.
+        print(json.dumps({"ok": False, "error": exc.message}))
+        return exc.exit_code
+    if as_json:
+        print(json.dumps(answer, indent=None))
+        return 0 if answer.get("ok") else 1
     if not answer.get("ok"):
         print(f"privacycam: error: {answer.get('error', 'request failed')}", file=sys.stderr)
         return 1
-    if args.command == "status" and getattr(args, "json", False):
-        print(json.dumps(answer, indent=None))
-    elif args.command == "status":
+    if args.command == "status":
         for key, value in answer.items():
             if key != "ok":
                 print(f"{key:18s} {value}")
