@@ -14,6 +14,7 @@ import numpy as np
 
 from privacycam.config import BackgroundConfig
 from privacycam.errors import ConfigError
+from privacycam.image_file import PictureError, read_picture
 from privacycam.mask import HalvingPyramid, upscale_into
 
 # The background blur runs on a smaller copy: a Gaussian of sigma s at full size
@@ -41,12 +42,13 @@ ALPHA_EPSILON = 4.0 / 255
 
 def load_background_image(path: Path) -> np.ndarray:
     """Read a picture as 8-bit BGR; grey, 16-bit, float and alpha images are converted."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0:
-        raise ConfigError(
-            f"background image {path} cannot be read as a picture",
-            "set background.image to a PNG or JPEG file",
-        )
+    try:
+        image = read_picture(path, cv2.IMREAD_UNCHANGED)
+    except PictureError as exc:
+        too_big = "megapixels" in str(exc)
+        fix = "scale it down, e.g. to 3840x2160" if too_big else "set background.image to a PNG or JPEG file"
+        problem = str(exc) if too_big else f"cannot be read as a picture ({str(exc).removeprefix('is ')})"
+        raise ConfigError(f"background image {path} {problem}", fix) from None
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     elif image.dtype != np.uint8:
