@@ -379,3 +379,55 @@ def test_client_does_not_talk_to_a_server_of_another_user(tmp_path):
         os.waitpid(pid, 0)
         os.close(ready_read)
         os.close(ready_write)
+
+
+# -- issue 18, items 3 and 6: hostile configs on reload --------------------------------------------
+def _alias_bomb(levels: int, width: int = 9) -> str:
+    lines = ["l0: &l0 [" + ", ".join(["lol"] * width) + "]"]
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]" for i in range(1, levels)]
+    lines.append("camera: [" + ", ".join([f"*l{levels - 1}"] * width) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def _huge_png(path: Path) -> Path:
+    """A PNG header claiming 40000x30000 pixels (over OpenCV's 2^30), with a few rows of data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 40000, 30000, 1, 0, 0, 0, 0)
+    rows = zlib.compress(b"\x00" * 5001 * 4)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    return path
+
+
+HOSTILE_RELOADS = {
+    # 9^7 values: ~7 s of a frozen daemon (GIL held while validating and printing) before
+    "alias bomb": (_alias_bomb(7), "expands to more than 10000 values"),
+    "3000 nested lists": ("camera: " + "[" * 3000 + "]" * 3000, "nested deeper than 16 levels"),
+    "a 4400-digit integer": ("mask: {resolution: " + "9" * 4400 + "}", "a number with more than 32 digits"),
+    "background over 2^30 pixels": ("background: {mode: image, image: huge.png}", "megapixels"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_RELOADS)
+def test_hostile_reload_is_refused_in_one_line_and_frames_keep_flowing(daemon, name):
+    text, expected = HOSTILE_RELOADS[name]
+    _huge_png(daemon.config.parent / "huge.png")
+    good = daemon.config.read_text()
+    daemon.config.write_text(text)
+    answer = daemon.command("reload")  # over the socket: the answer says why
+    assert answer["ok"] is True and expected in answer["reload"], answer
+    log = _StderrLines(daemon.process)
+    daemon.process.send_signal(signal.SIGHUP)  # by signal: the log says why
+    log.wait_for("config reload (SIGHUP) rejected", 30)
+    frames = daemon.command("status")["frames_out"]
+    daemon.wait_until(lambda: daemon.command("status")["frames_out"] > frames + 5, 30, "frames after the reload")
+    daemon.config.write_text(good)
+    assert "reloaded" in daemon.command("reload")["reload"]
+    stderr = log.stop(daemon.process)
+    assert "Traceback" not in stderr, stderr
+    rejected = [line for line in stderr.splitlines() if "rejected" in line]
+    assert len(rejected) == 2 and all(expected in line for line in rejected), stderr  # socket, SIGHUP
