@@ -161,8 +161,8 @@ def _alias_bomb(levels: int, width: int = 9) -> str:
 
 
 HOSTILE_CONFIGS = {
-    "alias bomb, 9^5 values": (_alias_bomb(5), "expands to more than 10000 values"),
-    "alias bomb, 9^9 values": (_alias_bomb(9), "expands to more than 10000 values"),
+    "alias bomb, 9^6 values": (_alias_bomb(5), "expands to more than 10000 values"),
+    "alias bomb, 9^10 values": (_alias_bomb(9), "expands to more than 10000 values"),
     "alias bomb in a mapping": (
         "a: &a {x: 1, y: 2, z: 3}\n"
         + "".join(f"b{i}: &b{i} [*{'a' if i == 0 else f'b{i - 1}'}" + ", *a" * 40 + "]\n" for i in range(3)),

@@ -25,7 +25,6 @@ import socket
 import stat
 import struct
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -109,8 +108,8 @@ class ControlServer:
         self.path = path
         self._handler = handler
         self._sock = _bind(path)  # here, so a second daemon's refusal reaches the caller
-        # Each client's connection -> when it connected; None once its request is read.
-        self._clients: dict[asyncio.StreamWriter, float | None] = {}
+        # Each client's connection, in the order they came -> whether its request is still unread.
+        self._clients: dict[asyncio.StreamWriter, bool] = {}
         self._tasks: set[asyncio.Task] = set()
         self._accept_failing = False
         self._commands = concurrent.futures.ThreadPoolExecutor(COMMAND_THREADS, thread_name_prefix="control-command")
@@ -181,7 +180,7 @@ class ControlServer:
             return
         task = asyncio.current_task()
         self._tasks.add(task)
-        self._clients[writer] = time.monotonic()
+        self._clients[writer] = True
         try:
             await self._answer(reader, writer)
         except (OSError, asyncio.TimeoutError) as exc:
@@ -193,11 +192,11 @@ class ControlServer:
 
     def _drop_longest_waiting(self) -> bool:
         # dicts keep insertion order: the first client whose request is still unread waited longest
-        waiting = next(((writer, since) for writer, since in self._clients.items() if since is not None), None)
+        waiting = next((writer for writer, unread in self._clients.items() if unread), None)
         if waiting is None:
             return False
-        self._clients.pop(waiting[0])
-        waiting[0].transport.abort()  # its read ends at once; its task finishes on its own
+        self._clients.pop(waiting)
+        waiting.transport.abort()  # its read ends at once; its task finishes on its own
         return True
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -208,7 +207,7 @@ class ControlServer:
             request = _parse(await _read_request(reader))
             if writer not in self._clients:  # dropped for a newcomer meanwhile
                 return
-            self._clients[writer] = None  # read: no longer one to drop for a newcomer
+            self._clients[writer] = False  # read: no longer one to drop for a newcomer
             command = request.get("command") if isinstance(request, dict) else None
             if command not in COMMANDS:
                 raise ValueError(f"unknown command {_short(command)}; expected one of {', '.join(COMMANDS)}")
@@ -221,9 +220,6 @@ class ControlServer:
             answer = {"ok": False, "error": f"the daemon could not do that ({type(exc).__name__}: {exc})"}
         await _reply(writer, answer)
         await _drain(reader, writer)
-
-    def __repr__(self) -> str:
-        return f"ControlServer({self.path})"
 
 
 async def _read_request(reader: asyncio.StreamReader) -> bytes:
