@@ -171,3 +171,10 @@ def test_hotkey_and_doctor_name_an_unreachable_x_display():
     assert "not supported" not in result.stderr
     doctor = run_cli("doctor", env=env).stdout
     assert "WARN  the hotkey is off: X display :251 cannot be reached" in doctor
+
+
+@pytest.mark.parametrize("command", [("run", "--input", "synthetic", "--output", "null", "--frames", "1"), ("status",)])
+def test_a_socket_path_too_long_for_unix_sockets_is_one_line(tmp_path, command):
+    too_long = str(tmp_path / ("s" * 120) / "control.sock")
+    result = run_cli(*command, env=cli_env(PRIVACYCAM_SOCKET=too_long))
+    _assert_one_clear_line(result, 1, "a Unix socket path is at most 107")
