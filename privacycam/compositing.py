@@ -7,6 +7,8 @@ saturating multiply with scale), never float32 at full resolution.
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import cv2
@@ -14,6 +16,7 @@ import numpy as np
 
 from privacycam.config import BackgroundConfig
 from privacycam.errors import ConfigError
+from privacycam.image_file import PictureError, read_picture
 from privacycam.mask import HalvingPyramid, upscale_into
 
 # The background blur runs on a smaller copy: a Gaussian of sigma s at full size
@@ -39,14 +42,40 @@ HALO_FREE_FLOOR = 0.02
 ALPHA_EPSILON = 4.0 / 255
 
 
+# The last picture read, by file identity: a reload reads and checks it off the frame
+# thread, and the compositor the pipeline then builds on the frame thread takes it
+# from here instead of decoding a big picture there again.
+_last_read: tuple[tuple, np.ndarray] | None = None
+_last_read_lock = threading.Lock()
+
+
 def load_background_image(path: Path) -> np.ndarray:
-    """Read a picture as 8-bit BGR; grey, 16-bit, float and alpha images are converted."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0:
-        raise ConfigError(
-            f"background image {path} cannot be read as a picture",
-            "set background.image to a PNG or JPEG file",
-        )
+    """Read a picture as 8-bit BGR (read-only); grey, 16-bit, float and alpha images are converted."""
+    global _last_read
+    try:
+        info = os.stat(path)
+        key: tuple | None = (os.path.abspath(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+    except OSError:
+        key = None
+    with _last_read_lock:
+        if key is not None and _last_read is not None and _last_read[0] == key:
+            return _last_read[1]
+    image = _read_background_image(path)
+    image.flags.writeable = False
+    if key is not None:
+        with _last_read_lock:
+            _last_read = (key, image)
+    return image
+
+
+def _read_background_image(path: Path) -> np.ndarray:
+    try:
+        image = read_picture(path, cv2.IMREAD_UNCHANGED)
+    except PictureError as exc:
+        too_big = "megapixels" in str(exc)
+        fix = "scale it down, e.g. to 3840x2160" if too_big else "set background.image to a PNG or JPEG file"
+        problem = str(exc) if too_big else f"cannot be read as a picture ({str(exc).removeprefix('is ')})"
+        raise ConfigError(f"background image {path} {problem}", fix) from None
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     elif image.dtype != np.uint8:

@@ -9,6 +9,8 @@ names the key and the fix.
 from __future__ import annotations
 
 import os
+import reprlib
+import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,7 +28,8 @@ TORCH_BACKENDS = (
 SEGMENTER_BACKENDS = ("mediapipe", *TORCH_BACKENDS)
 
 Size = Annotated[int, Field(ge=16, le=7680)]
-Fps = Annotated[float, Field(gt=0, le=240)]
+# At least one frame a second: pacing waits 1/fps, and a rate like 1e-300 overflows every timer.
+Fps = Annotated[float, Field(ge=1, le=240)]
 Rgb = tuple[
     Annotated[int, Field(ge=0, le=255)],
     Annotated[int, Field(ge=0, le=255)],
@@ -164,8 +167,22 @@ class PrivacyConfig(_Section):
     _start_on_off = field_validator("start", mode="before")(lambda cls, v: _on_off(v))
 
 
+# sun_path holds 108 bytes, the terminating NUL included (man 7 unix).
+MAX_SOCKET_PATH_BYTES = 107
+
+
 class ControlConfig(_Section):
     socket: Path | None = None
+
+    @field_validator("socket")
+    @classmethod
+    def _fits_a_unix_socket(cls, value: Path | None) -> Path | None:
+        if value is not None and len(os.fsencode(value)) > MAX_SOCKET_PATH_BYTES:
+            raise ValueError(
+                f"path is {len(os.fsencode(value))} bytes long; a Unix socket path is at most "
+                f"{MAX_SOCKET_PATH_BYTES} bytes, choose a shorter one"
+            )
+        return value
 
 
 class Config(_Section):
@@ -231,13 +248,44 @@ def load_config(explicit: str | os.PathLike | None = None) -> tuple[Config, Path
     return parse_config_text(_read_text(path), str(path), base_dir=path.parent), path
 
 
+# Bounds on what a config file may make the parser do. The documented file is ~6 KB,
+# 3 levels deep, with no aliases; these leave room for any real config while a
+# hostile one (an alias "billion laughs", 5000 nested brackets, a 5000-digit number)
+# is refused in milliseconds instead of hanging the CLI or a reload for minutes.
+MAX_CONFIG_BYTES = 64 * 1024
+MAX_YAML_DEPTH = 16
+MAX_YAML_ALIASES = 64
+MAX_YAML_VALUES = 10_000  # scalars, lists and mappings, counting each alias as the block it repeats
+MAX_INT_DIGITS = 32
+
+
+class _YamlLimitError(yaml.composer.ComposerError):
+    """YAML that is well formed but beyond what a config file needs (see the limits above)."""
+
+
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        # O_NONBLOCK: a FIFO in place of the file must not block until someone writes to it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist", "give an existing file to --config") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} cannot be read ({exc})", "check the file") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc.strerror})", "check the file") from None
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"config file {path} is not a regular file", "give a YAML file to --config")
+        try:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(f"config file {path} cannot be read ({exc.strerror})", "check the file") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config file {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB", "give the PrivacyCam config file"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({exc.reason})", "save it as UTF-8") from None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -263,15 +311,80 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+class _BoundedLoader(_UniqueKeyLoader):
+    """Refuses, while composing, YAML that nests too deep or expands too far through aliases.
+
+    PyYAML has no such limits (its composer recurses per level, and an alias is a
+    reference, so 9 aliases of 9 aliases of ... are a tiny file that validates and
+    prints as billions of values). Counting here, before anything is constructed,
+    keeps every later step (construction, validation, error messages) small.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+        self._expanded: dict[int, int] = {}  # id(node) -> values it stands for, aliases expanded
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        mark = self.peek_event().start_mark
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise _YamlLimitError(None, None, f"more than {MAX_YAML_ALIASES} aliases (*name)", mark)
+            node = super().compose_node(parent, index)
+            if id(node) not in self._expanded:
+                raise _YamlLimitError(None, None, "an alias (*name) refers to the block it is in", mark)
+            return node
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _YamlLimitError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", mark)
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        expanded = 1 + sum(self._expanded[id(child)] for child in _children(node))
+        if expanded > MAX_YAML_VALUES:
+            raise _YamlLimitError(
+                None, None, f"expands to more than {MAX_YAML_VALUES} values through aliases (*name)", mark
+            )
+        self._expanded[id(node)] = expanded
+        return node
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        # Python refuses to convert more than 4300 digits (ValueError); no setting needs 32.
+        if len(node.value) > MAX_INT_DIGITS:
+            raise _YamlLimitError(None, None, f"a number with more than {MAX_INT_DIGITS} digits", node.start_mark)
+        return super().construct_yaml_int(node)
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return node.value
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
 def parse_config_text(text: str, origin: str = "config", base_dir: Path | None = None) -> Config:
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{origin}: larger than {MAX_CONFIG_BYTES // 1024} KiB", "give the PrivacyCam config file")
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
         if mark is not None:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
         problem = getattr(exc, "problem", None) or "invalid YAML"
+        if isinstance(exc, _YamlLimitError):
+            raise ConfigError(
+                f"{origin}: YAML refused{where}: {problem}",
+                "write the settings out plainly, as in config/privacycam.yaml",
+            ) from None
         raise ConfigError(f"{origin}: broken YAML{where}: {problem}", "fix the YAML syntax there") from None
     if data is None:
         data = {}
@@ -306,20 +419,30 @@ def _validate(data: dict, origin: str) -> Config:
         raise ConfigError(f"{origin}: {exc}", "see config/privacycam.yaml for every key") from None
 
 
+# Error messages show a bad value cut short, built only as far as shown.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict = 2, 4, 4, 4
+_SHORT.maxstring, _SHORT.maxother = 60, 60
+MAX_ERRORS_SHOWN = 5
+
+
 def _printable(part: object) -> str:
-    text = str(part)
+    text = _SHORT.repr(part) if isinstance(part, str) and len(part) > 60 else str(part)
     return text if text.isprintable() and text else repr(text)
 
 
 def _describe(exc: ValidationError, origin: str) -> str:
+    errors = exc.errors(include_url=False)
     parts = []
-    for error in exc.errors(include_url=False):
+    for error in errors[:MAX_ERRORS_SHOWN]:
         key = ".".join(_printable(p) for p in error["loc"]) or "(top level)"
         if error["type"] == "extra_forbidden":
             parts.append(f"{key}: unknown key")
             continue
         message = error["msg"].removeprefix("Value error, ")
         value = error.get("input")
-        shown = "" if isinstance(value, dict) or value is None else f" (got {value!r:.60})"
+        shown = "" if isinstance(value, dict) or value is None else f" (got {_SHORT.repr(value)})"
         parts.append(f"{key}: {message}{shown}")
+    if len(errors) > MAX_ERRORS_SHOWN:
+        parts.append(f"and {len(errors) - MAX_ERRORS_SHOWN} more problems")
     return f"{origin}: " + "; ".join(parts)

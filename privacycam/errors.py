@@ -36,6 +36,13 @@ class SourceError(PrivacyCamError):
     """The frame source cannot be opened or read."""
 
 
+class SourceEndedEarly(SourceError):
+    """A finite source ended before its own header says it should (a file cut short).
+
+    Everything before that was delivered; reopening would only play it again.
+    """
+
+
 class SinkError(PrivacyCamError):
     """The output cannot be opened or written."""
 

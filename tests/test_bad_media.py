@@ -4,21 +4,24 @@ can be read is processed and what cannot is named in one line."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
 import pytest
-from conftest import laplacian_variance, read_gray, run_cli, sequence, wait_until
+from conftest import first_frames, laplacian_variance, read_gray, run_cli, sequence, wait_until
 from fault_kit import ClipSource, RecordingSink, lucia, make_pipeline
 from PIL import Image
 
 from privacycam.compositing import Compositor
 from privacycam.config import BackgroundConfig, Config
-from privacycam.errors import SourceError
+from privacycam.errors import SourceEndedEarly, SourceError
 from privacycam.segmenters import create_segmenter
 from privacycam.sinks.png_folder import PngFolderSink
 from privacycam.sinks.video_file import VideoFileSink
@@ -85,6 +88,59 @@ def test_unreadable_images_in_a_folder_are_skipped(tmp_path):
             original = cv2.imread(str(frames / f"{stem}.jpg"))
             far = cv2.dilate((read_gray(LUCIA / "masks" / f"{stem}.png") > 127).astype(np.uint8), np.ones((81, 81)))
             assert laplacian_variance(filtered, far == 0) < 0.1 * laplacian_variance(original, far == 0)
+
+
+def _header_only_png(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims width x height, with a few rows of data: no decoder gets that far."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = zlib.compress(b"\x00" * (1 + (width + 7) // 8) * 4)
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit grey
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    return path
+
+
+HUGE_PICTURES = {"40000x30000": (40000, 30000), "2^15 x 2^15": (32768, 32768), "10000x10000": (10000, 10000)}
+
+
+@pytest.mark.parametrize("name", HUGE_PICTURES)
+def test_a_picture_of_too_many_pixels_in_a_folder_is_skipped_in_one_line(tmp_path, runtime_dir, name):
+    frames = tmp_path / "in"
+    frames.mkdir()
+    (frames / "00000.jpg").symlink_to(sorted((LUCIA / "frames").iterdir())[0])
+    _header_only_png(frames / "00001.png", *HUGE_PICTURES[name])
+    out = tmp_path / "out"
+    result = run_cli("run", "--input", str(frames), "--output", str(out), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert not _errors(result.stderr)
+    skipped = [line for line in result.stderr.splitlines() if "skipping" in line]
+    assert len(skipped) == 1 and "00001.png" in skipped[0] and "megapixels" in skipped[0], result.stderr
+    assert sorted(p.stem for p in out.iterdir()) == ["00000"]
+
+
+@pytest.mark.parametrize("name", HUGE_PICTURES)
+def test_a_background_of_too_many_pixels_is_one_config_error(tmp_path, runtime_dir, name):
+    picture = _header_only_png(tmp_path / "bg.png", *HUGE_PICTURES[name])
+    config = tmp_path / "c.yaml"
+    config.write_text(f"background: {{mode: image, image: {picture}}}\n")
+    result = run_cli("run", "--config", str(config), "--input", "synthetic", "--output", "null", "--frames", "1")
+    assert result.returncode == 2, result.stderr
+    errors = _errors(result.stderr)
+    assert len(errors) == 1 and "megapixels" in errors[0] and "scale it down" in errors[0], result.stderr
+
+
+def test_a_fifo_named_like_a_picture_is_skipped_not_waited_on(tmp_path, runtime_dir):
+    frames = first_frames("davis2016_lucia", 2, tmp_path / "in")
+    os.mkfifo(frames / "00001b.png")  # sorts between the two frames
+    out = tmp_path / "out"
+    result = run_cli("run", "--input", str(frames), "--output", str(out), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert any("00001b.png" in line and "not a regular file" in line for line in result.stderr.splitlines())
+    assert sorted(p.stem for p in out.iterdir()) == ["00000", "00001"]
 
 
 def test_a_folder_with_no_readable_image_is_one_clear_error(tmp_path):
@@ -198,7 +254,7 @@ def test_a_16_bit_grey_background_through_the_cli(tmp_path):
 
 
 # -- videos --------------------------------------------------------------------------------------------
-def _write_video(path: Path, faststart: bool, count: int = 40) -> Path:
+def _write_video(path: Path, faststart: bool = False, count: int = 40) -> Path:
     options = {"movflags": "faststart"} if faststart else {}
     with av.open(str(path), mode="w", options=options) as container:
         stream = container.add_stream("libx264", rate=30)
@@ -227,12 +283,54 @@ def test_a_truncated_video_with_its_index_at_the_end_is_one_clear_error(tmp_path
     assert len(errors) == 1 and "cannot be read" in errors[0] and "Fix:" in errors[0], result.stderr
 
 
-def test_a_truncated_video_with_its_index_first_plays_what_is_there(tmp_path):
+def test_a_truncated_video_with_its_index_first_plays_what_is_there_then_says_so(tmp_path):
     video = _write_video(tmp_path / "whole.mp4", faststart=True)
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(video.read_bytes()[: video.stat().st_size * 3 // 5])
-    count = _read_all(VideoFileSource(cut))
+    source, count = VideoFileSource(cut), 0
+    with pytest.raises(SourceEndedEarly, match="the file is cut short"):
+        while source.read() is not None:
+            count += 1
     assert 10 <= count < 40
+    assert _read_all(VideoFileSource(video)) == 40  # the whole file ends without a word
+
+
+@pytest.mark.parametrize("kind", ["mp4 with its index first", "mkv"])
+def test_a_truncated_video_is_processed_then_exits_1_with_one_line(tmp_path, runtime_dir, kind):
+    # Issue 18, item 6: this exited 0 without a word. Chosen: every frame that decodes is
+    # processed, then one error line and exit 1, so a script sees its output is short.
+    video = _write_video(tmp_path / "whole.mp4", faststart=True) if kind != "mkv" else _write_video(tmp_path / "w.mkv")
+    cut = tmp_path / f"cut{video.suffix}"
+    cut.write_bytes(video.read_bytes()[: video.stat().st_size // 2])
+    out = tmp_path / "out"
+    result = run_cli("run", "--input", str(cut), "--output", str(out))
+    assert result.returncode == 1, result.stderr
+    errors = _errors(result.stderr)
+    assert len(errors) == 1 and "the file is cut short" in errors[0] and "Fix:" in errors[0], result.stderr
+    decodable = 0
+    with contextlib.suppress(SourceEndedEarly):
+        source = VideoFileSource(cut)
+        while source.read() is not None:
+            decodable += 1
+    assert decodable >= 10
+    # all but the last one or two, which the pipeline held in flight when the error came
+    assert decodable - 2 <= len(list(out.iterdir())) <= decodable
+    whole = run_cli("run", "--input", str(video), "--output", str(tmp_path / "whole-out"))
+    assert whole.returncode == 0 and not _errors(whole.stderr) and "cut short" not in whole.stderr
+
+
+def test_a_video_claiming_an_absurd_frame_rate_plays_at_30(tmp_path, caplog):
+    video = tmp_path / "slow.mkv"
+    with av.open(str(video), mode="w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(1, 1000))
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(3):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="bgr24")))
+        container.mux(stream.encode(None))
+    with caplog.at_level(logging.WARNING):
+        source = VideoFileSource(video)
+    assert source.fps == 30.0
+    assert "playing it at 30" in caplog.text
 
 
 def test_a_damaged_stretch_is_skipped_with_one_warning(tmp_path, caplog):

@@ -265,3 +265,10 @@ def test_an_installed_privacycam_carries_the_files_doctor_names():
     shipped = sorted(f"systemd/{path.name}" for path in (REPO / "systemd").iterdir())
     assert sorted(data_files[doctor.INSTALLED_FILES]) == shipped  # every file in systemd/ is installed
     assert {f"systemd/{doctor.UNIT_FILE}", f"systemd/{doctor.MODPROBE_FILE}"} <= set(shipped)
+
+
+@pytest.mark.parametrize("command", [("run", "--input", "synthetic", "--output", "null", "--frames", "1"), ("status",)])
+def test_a_socket_path_too_long_for_unix_sockets_is_one_line(tmp_path, command):
+    too_long = str(tmp_path / ("s" * 120) / "control.sock")
+    result = run_cli(*command, env=cli_env(PRIVACYCAM_SOCKET=too_long))
+    _assert_one_clear_line(result, 1, "a Unix socket path is at most 107")

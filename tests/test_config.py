@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,99 @@ def test_changes_a_reload_cannot_apply_are_named():
     assert changes_for_next_start(before, after) == ["camera.device", "output.preview", "privacy.hotkey"]
     assert changes_for_next_start(before, before) == []
     assert changes_for_next_start(before, Config(log_level="debug")) == ["log_level"]
+
+
+# -- hostile configs (issue 18, items 3 and 6): refused at once, in one line -----------------------
+def _alias_bomb(levels: int, width: int = 9) -> str:
+    """'Billion laughs': each level repeats the one before `width` times; a few hundred bytes."""
+    lines = ["l0: &l0 [" + ", ".join(["lol"] * width) + "]"]
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]" for i in range(1, levels)]
+    lines.append("camera: [" + ", ".join([f"*l{levels - 1}"] * width) + "]")
+    return "\n".join(lines) + "\n"
+
+
+HOSTILE_CONFIGS = {
+    "alias bomb, 9^6 values": (_alias_bomb(5), "expands to more than 10000 values"),
+    "alias bomb, 9^10 values": (_alias_bomb(9), "expands to more than 10000 values"),
+    "alias bomb in a mapping": (
+        "a: &a {x: 1, y: 2, z: 3}\n"
+        + "".join(f"b{i}: &b{i} [*{'a' if i == 0 else f'b{i - 1}'}" + ", *a" * 40 + "]\n" for i in range(3)),
+        "more than 64 aliases",
+    ),
+    "an alias to its own block": ("camera: &c [1, *c]\n", "refers to the block it is in"),
+    "5000 nested lists": ("camera: " + "[" * 5000 + "]" * 5000, "nested deeper than 16 levels"),
+    "3000 nested mappings": ("camera: " + "{a: " * 3000 + "1" + "}" * 3000, "nested deeper than 16 levels"),
+    "block-style nesting": ("camera:\n" + "".join("  " * i + "- \n" for i in range(1, 40)), "nested deeper"),
+    "5000-digit integer as a value": ("camera: {width: " + "9" * 5000 + "}", "a number with more than 32 digits"),
+    "5000-digit integer at top level": ("x: " + "9" * 5000, "a number with more than 32 digits"),
+    "5000-digit hex integer": ("mask: {resolution: 0x" + "f" * 5000 + "}", "a number with more than 32 digits"),
+    "camera.fps 1e-300": ("camera: {fps: 1e-300}", "camera.fps: Input should be greater than or equal to 1"),
+    "camera.fps 1.0e-300": ("camera: {fps: 1.0e-300}", "camera.fps: Input should be greater than or equal to 1"),
+    "camera.fps 0.5": ("camera: {fps: 0.5}", "camera.fps"),
+    "output.fps 1e-9": ("output: {fps: 0.000000001}", "output.fps"),
+    "camera.fps .nan": ("camera: {fps: .nan}", "camera.fps"),
+    "camera.fps .inf": ("camera: {fps: .inf}", "camera.fps"),
+    "control.socket of 120 bytes": (
+        "control: {socket: /tmp/" + "s" * 115 + "}",
+        "control.socket: path is 120 bytes long; a Unix socket path is at most 107 bytes",
+    ),
+    "control.socket of 108 bytes": ("control: {socket: /tmp/" + "s" * 103 + "}", "control.socket"),
+    "1 MB of YAML": ("# " + "x" * 1_000_000, "larger than 64 KiB"),
+    "3000 unknown keys": ("\n".join(f"k{i}: 1" for i in range(3000)), "more problems"),
+    "a 60 kB key": ("camera:\n  ? " + "k" * 60_000 + "\n  : 1\n", "unknown key"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_CONFIGS)
+def test_hostile_config_is_refused_in_one_short_line(name):
+    text, expected = HOSTILE_CONFIGS[name]
+    with pytest.raises(ConfigError) as info:
+        parse_config_text(text)
+    assert expected in info.value.message
+    assert "\n" not in info.value.message
+    assert len(info.value.message) < 1000  # the bad value is shown cut short, never whole
+    assert info.value.exit_code == 2
+
+
+def test_limits_leave_room_for_real_configs():
+    assert parse_config_text("control: {socket: /tmp/" + "s" * 102 + "}").control.socket is not None
+    text = "background: {mode: color, color: &c [10, 20, 30]}\n"
+    text += "privacy: {placeholder_color: *c}\ncamera: {width: 0x280, height: 480, fps: 1}\n"
+    config = parse_config_text(text)
+    assert config.privacy.placeholder_color == (10, 20, 30) and config.camera.width == 640
+
+
+def test_config_file_that_is_a_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        load_config(fifo)
+
+
+def test_huge_config_file_is_refused_before_it_is_read_whole(tmp_path):
+    big = tmp_path / "config.yaml"
+    with big.open("wb") as file:
+        file.truncate(1 << 30)  # a sparse GiB
+    with pytest.raises(ConfigError, match="larger than 64 KiB"):
+        load_config(big)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (_alias_bomb(7), "expands to more than 10000 values"),
+        ("camera: " + "[" * 3000 + "]" * 3000, "nested deeper than 16 levels"),
+        ("camera: {width: " + "7" * 4400 + "}", "more than 32 digits"),
+        ("control: {socket: /run/user/" + "x" * 110 + "/control.sock}", "control.socket"),
+        ("camera: {fps: 1e-300}", "camera.fps"),
+    ],
+)
+def test_cli_refuses_hostile_config_in_one_line(tmp_path, text, expected):
+    config = write_config(tmp_path / "bad.yaml", text)
+    result = run_cli(
+        "run", "--config", str(config), "--input", "synthetic", "--output", "null", "--frames", "1", timeout=60
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert expected in result.stderr

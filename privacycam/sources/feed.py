@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from privacycam.errors import SourceError
+from privacycam.errors import SourceEndedEarly, SourceError
 from privacycam.sources.base import Frame, FrameSource
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,12 @@ class LatestFrameFeed:
                 read_started = time.perf_counter()
                 frame = self._source.read()
                 read_ms = (time.perf_counter() - read_started) * 1000
+            except SourceEndedEarly as exc:  # played as live: say so and end as at the normal end
+                log.warning("%s", exc.problem)
+                with self._cond:
+                    self.finished = True
+                    self._cond.notify_all()
+                return
             except SourceError as exc:
                 self._close_source()
                 if self.error != exc.message:

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 
 from privacycam.errors import SourceError
+from privacycam.image_file import PictureError, read_picture
 from privacycam.sources.base import Frame
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ class ImageFolderSource:
     live = False
 
     def __init__(self, folder: Path, fps: float = 30.0) -> None:
-        self.files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and _regular(p))
         if not self.files:
             raise SourceError(f"folder {folder} has no images", "give a folder of .jpg or .png frames")
         self.description = f"images {folder}"
@@ -36,9 +37,10 @@ class ImageFolderSource:
         while self._position < len(self.files):
             path = self.files[self._position]
             self._position += 1
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is None or image.size == 0:
-                log.warning("skipping %s: not a readable image", path)
+            try:
+                image = read_picture(path, cv2.IMREAD_COLOR)
+            except PictureError as exc:
+                log.warning("skipping %s: %s", path, str(exc).removeprefix("is "))
                 continue
             frame = Frame(image, self._index, path.stem)
             self._index += 1
@@ -53,3 +55,12 @@ class ImageFolderSource:
 
     def close(self) -> None:
         self._position = len(self.files)
+
+
+def _regular(path: Path) -> bool:
+    """A FIFO or device named like a picture would block or never end: left out, with a word."""
+    if path.is_file():
+        return True
+    if not path.is_dir():
+        log.warning("skipping %s: not a regular file", path)
+    return False
