@@ -27,7 +27,7 @@ import numpy as np
 
 from privacycam.compositing import Compositor, cover
 from privacycam.config import Config, SegmenterConfig
-from privacycam.errors import ConfigError, ModelError, PrivacyCamError
+from privacycam.errors import ConfigError, ModelError, PrivacyCamError, SourceError
 from privacycam.mask import Matter
 from privacycam.mask_check import check_matte
 from privacycam.publish_gate import (
@@ -238,6 +238,12 @@ class Pipeline:
                 if not self._step():
                     break
             self._check_loader()  # a model that failed to load must not end as a quiet success
+        except SourceError:
+            # the input ended in error (a video cut short): the frame already masked still goes out
+            if self._pending is not None:
+                self._publish(self._pending)
+                self._pending = None
+            raise
         finally:
             if stall_watch is not None:
                 stall_watch.close()
@@ -256,8 +262,9 @@ class Pipeline:
         if self._restart_measurements:
             self._restart_measurements = False
             self.times = StageTimes()
-        pending, self._pending = self._pending, None
+        pending = self._pending
         frame = self.feed.next(timeout=0.0 if pending is not None else 1.0 / PLACEHOLDER_FPS)
+        self._pending = None  # after next(): a feed that fails leaves the held frame to run()'s flush
         started = self._start_mask(frame, overlap=pending is not None) if frame is not None else None
         if pending is not None:
             self._publish(pending)
