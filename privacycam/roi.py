@@ -204,7 +204,7 @@ class RoiTracker:
         else:
             (cx, cy), (px, py) = people.center, self._people.center
             self._velocity = (VELOCITY_DAMPING * (cx - px), VELOCITY_DAMPING * (cy - py))
-        self._grow = _edges_touched(people, plan.box, self.frame) if people is not None else (0.0, 0.0, 0.0, 0.0)
+        self._grow = edges_touched(people, plan.box, self.frame) if people is not None else (0.0, 0.0, 0.0, 0.0)
         if found is not None:
             people = found if people is None else people.union(found)
         self._people = people
@@ -227,7 +227,7 @@ def bounding_box(boxes: list[Box]) -> Box | None:
     return union
 
 
-def _edges_touched(people: Box, crop: Box, frame: Box) -> tuple[float, float, float, float]:
+def edges_touched(people: Box, crop: Box, frame: Box) -> tuple[float, float, float, float]:
     """EDGE_GROWTH for each crop side (left, top, right, bottom) the people reach, unless it is the frame's edge."""
     return (
         EDGE_GROWTH if crop.x0 > frame.x0 and people.x0 - crop.x0 <= EDGE_TOUCH_PX else 0.0,
