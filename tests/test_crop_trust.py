@@ -198,3 +198,28 @@ def test_an_arm_rising_from_the_person_appears_at_once():
     alpha = matter.alpha_for(frame, 3 * 33)
     height, width = alpha.shape
     assert alpha[round(0.08 * height) : round(0.18 * height), round(0.505 * width) : round(0.515 * width)].min() > 0.5
+
+
+# -- the built-in synthetic scene, with the real model -------------------------------------
+
+
+def test_the_synthetic_scene_shows_no_block_and_no_crop_edge():
+    """What a new user without ../shared sees first: its figure's exact mask is the ground truth."""
+    from privacycam.config import SegmenterConfig
+    from privacycam.segmenters import create_segmenter
+    from privacycam.sources.synthetic import SyntheticSource, person_mask
+
+    width, height = 640, 360
+    source = SyntheticSource(width, height)
+    matter = Matter(create_segmenter(SegmenterConfig()), MaskConfig())
+    score = metrics.SequenceScore()
+    try:
+        for index in range(60):
+            frame = source.read()
+            alpha = upsample_alpha(matter.alpha_for(frame.image, index * 33), width, height)
+            score.add(alpha, metrics.Truth.from_mask(person_mask(width, height, index)), matter.last_crops)
+    finally:
+        matter.close()
+    summary = score.summary()
+    assert summary["straight_edge_frames"] == 0 and summary["sharp_block_frames"] == 0, summary
+    assert summary["J"] > 0.8, summary  # and the figure itself is found
