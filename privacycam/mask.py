@@ -7,7 +7,10 @@ upsamples it). Per frame:
 1. region of interest (`privacycam.roi`): the segmenter runs on a crop around
    where the people were, in the model's aspect ratio, so a small person gets
    the model's full resolution; a periodic full-frame pass finds people
-   entering; large people (a webcam user) get the whole frame;
+   entering; large people (a webcam user) get the whole frame; the crop, the
+   whole-frame view and the last matte are made one estimate by
+   `privacycam.crop_trust` (no straight crop edge, no block of background,
+   no limb cut at the crop's side; new blobs away from everyone wait);
 2. optional edge refinement: a guided filter (grey frame as guide) where the
    model is unsure, so the edge follows the image;
 3. temporal smoothing: an EMA that is slow where the new matte roughly agrees
