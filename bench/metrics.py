@@ -31,9 +31,13 @@ CUT_ERODE_PX = 3
 # runs of 5-10 % of the frame height), so the crop boxes are asked for.
 STRAIGHT_EDGE_MIN_RUN = 0.02
 STRAIGHT_EDGE_SLACK = 3
-# A sharp block: one connected piece of far background shown as person of at
-# least this share of the frame (0.25 % is ~32x32 px at 854x480, ~48x48 at 720p).
+# A sharp block: one connected piece of background at least SHARP_BLOCK_DISTANCE
+# of the image diagonal from the person (10 px at 854x480, as for leak, and
+# 15 px at 1280x720, so a slightly wide edge of an upscaled view is no block),
+# shown as person, of at least this share of the frame (0.25 % is ~32x32 px at
+# 854x480, ~48x48 at 720p).
 SHARP_BLOCK_MIN_AREA = 0.0025
+SHARP_BLOCK_DISTANCE = 0.01
 
 
 def disk(radius: int) -> np.ndarray:
@@ -75,6 +79,7 @@ class Truth:
     boundary: np.ndarray  # bool
     boundary_near: np.ndarray  # bool, boundary dilated by the DAVIS tolerance disk
     far_background: np.ndarray  # bool, background at least LEAK_MIN_DISTANCE_PX from the person
+    block_background: np.ndarray  # bool, background at least SHARP_BLOCK_DISTANCE of the diagonal from the person
     interior: np.ndarray  # bool, person eroded by CUT_ERODE_PX
     tolerance_disk: np.ndarray
 
@@ -93,6 +98,7 @@ class Truth:
             boundary=boundary,
             boundary_near=cv2.dilate(boundary.astype(np.uint8), tolerance).astype(bool),
             far_background=distance >= LEAK_MIN_DISTANCE_PX,
+            block_background=distance >= SHARP_BLOCK_DISTANCE * math.hypot(height, width),
             interior=interior,
             tolerance_disk=tolerance,
         )
@@ -162,7 +168,7 @@ def _runs(rows: np.ndarray, min_length: int) -> list[tuple[int, int, int]]:
 
 def largest_leak_blob(pred: np.ndarray, truth: Truth) -> float:
     """Share of the frame covered by the largest connected piece of far background shown as person."""
-    shown = (pred & truth.far_background).astype(np.uint8)
+    shown = (pred & truth.block_background).astype(np.uint8)
     count, _, stats, _ = cv2.connectedComponentsWithStats(shown, connectivity=8)
     return 0.0 if count < 2 else float(stats[1:, cv2.CC_STAT_AREA].max()) / pred.size
 
