@@ -270,14 +270,20 @@ class Matter:
                 return plan, None, None
             np.copyto(self._full, raw)
             view = self._full
-            plan = RoiPlan(crop, whole_frame=False, full_pass=True, several_people=len(blobs) > 1)
+            plan = RoiPlan(
+                crop,
+                whole_frame=False,
+                full_pass=True,
+                several_people=len(blobs) > 1,
+                cut_by_bottom=tracker.cut_by_bottom(people),
+            )
         elif plan.full_pass:
             # look for people entering; only their position is used, the crop gives the matte
             self._segment_box(whole, self._full)
             view = self._full
             found = tracker.people_in(self._full, exclude=plan.box)
         raw.fill(0.0)
-        self._segment_box(plan.box, raw, plan.several_people)
+        self._segment_box(plan.box, raw, plan.several_people or plan.cut_by_bottom)
         if not plan.full_pass and tracker.people_in(raw) is None:
             # the crop lost everyone: look at the whole frame now
             self._segment_box(whole, raw)
@@ -293,8 +299,8 @@ class Matter:
             if merger.inner_border_person_share(raw, plan.box) < BLOCK_BORDER_SHARE:
                 self.last_crops.clear()
                 raw.fill(0.0)
-                self._segment_box(grown, raw, plan.several_people)
-                plan = RoiPlan(grown, whole_frame=False, full_pass=plan.full_pass, several_people=plan.several_people)
+                self._segment_box(grown, raw, plan.several_people or plan.cut_by_bottom)
+                plan = RoiPlan(grown, False, plan.full_pass, plan.several_people, plan.cut_by_bottom)
         reaching_out = merger.inner_border_person_share(raw, plan.box) > 0
         if view is None and reaching_out:
             # still reaching out, or a block: the whole frame shows where the person really goes
@@ -308,14 +314,17 @@ class Matter:
         people = self._tracker.people_in(raw) or box
         return self._tracker.crop_for(people, edges_touched(people, box, self._tracker.frame))
 
-    def _segment_box(self, box: Box, canvas: np.ndarray, several_people: bool = False) -> None:
+    def _segment_box(self, box: Box, canvas: np.ndarray, unfit_for_one_person_model: bool = False) -> None:
         """Run the segmenter on box (work pixels) and write its confidence into canvas[box]."""
         # A segmenter with a model for crops around people (segmenter.model: auto
-        # or pose) gets those; whole frames always go to the model that sees everyone,
-        # and so do crops holding several people when the crop model sees only one.
+        # or pose) gets those; whole frames always go to the model that sees everyone.
+        # A crop model that outlines one whole body (pose) also does not get crops
+        # holding several people, or people cut by the frame's bottom edge: on
+        # head-and-torso views it drops arms and hands (bench.webcam: J .83 and
+        # cut .15 on the composited set, against .96 and .012 with the selfie model).
         segment_crop = getattr(self.segmenter, "segment_crop", None)
         whole = (box.width, box.height) == self._work_size
-        one_person_model = several_people and getattr(self.segmenter, "crops_hold_one_person", False)
+        one_person_model = unfit_for_one_person_model and getattr(self.segmenter, "crops_hold_one_person", False)
         if segment_crop is None or whole or one_person_model:
             segment, (model_w, model_h) = self.segmenter.segment, self.segmenter.input_size
         else:

@@ -101,6 +101,7 @@ class RoiPlan:
     whole_frame: bool  # box is the whole frame
     full_pass: bool  # also look at the whole frame for people outside the box
     several_people: bool = False  # the last matte showed more than one person (separate blobs)
+    cut_by_bottom: bool = False  # the people reach the frame's bottom edge (head and torso, like a webcam user)
 
 
 class RoiTracker:
@@ -146,7 +147,17 @@ class RoiTracker:
         box = self.crop_for(people, self._grow)
         whole = box == self.frame
         full = whole or self._since_full + 1 >= self.settings.full_frame_every
-        return RoiPlan(box, whole_frame=whole, full_pass=full, several_people=self._several)
+        return RoiPlan(
+            box,
+            whole_frame=whole,
+            full_pass=full,
+            several_people=self._several,
+            cut_by_bottom=self.cut_by_bottom(people),
+        )
+
+    def cut_by_bottom(self, people: Box) -> bool:
+        """The people's box reaches the frame's bottom edge: only head and torso are in view."""
+        return people.y1 >= self.work_height - EDGE_TOUCH_PX
 
     def crop_for(self, people: Box, grow: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)) -> Box:
         """The crop for people in `people`: margin, model aspect, inside the frame, or the whole frame."""

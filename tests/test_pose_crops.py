@@ -144,3 +144,30 @@ def test_a_crop_around_several_people_skips_the_one_person_model(segmenter, peop
 def test_pose_settings_that_cannot_work_are_config_errors(text, message):
     with pytest.raises(ConfigError, match=message):
         parse_config_text(text)
+
+
+class RedPoseLike(CropRecorder):
+    """A pose-like crop model (one whole body per crop); both models answer red = person."""
+
+    crops_hold_one_person = True
+
+    def segment(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
+        self.calls.append(("whole", rgb.shape))
+        return (rgb[..., 0] > 127).astype(np.float32)
+
+    def segment_crop(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
+        self.calls.append(("crop", rgb.shape))
+        return (rgb[..., 0] > 127).astype(np.float32)
+
+
+@pytest.mark.parametrize(("bottom", "crops_to_pose"), [(0.9, True), (1.0, False)])
+def test_people_cut_by_the_bottom_edge_get_the_selfie_model_not_the_pose_network(bottom, crops_to_pose):
+    """The pose network drops arms and hands on head-and-torso views (a webcam user, cut by the bottom edge)."""
+    recorder = RedPoseLike(input_size=(64, 64))
+    matter = Matter(recorder, MaskConfig(roi_full_frame_every=100))
+    frame = np.zeros((480, 854, 3), np.uint8)
+    frame[int(480 * 0.3) : int(480 * bottom), 380:480, 2] = 255  # 10-15 % of the frame: cropped
+    for index in range(6):
+        matter.alpha_for(frame, index * 33)
+        assert matter.last_crops, "the person is segmented through a crop"
+    assert ("crop" in recorder.kinds) == crops_to_pose
