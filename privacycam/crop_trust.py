@@ -16,11 +16,12 @@ rules that make these one estimate (also in the README, "How the mask is made"):
    GUARD_REACH from anyone the view sees is background: a crop model that
    marks its whole crop, or a stretch of gravel, as person shows no sharp block.
 4. Asymmetric trust (`NewBlobGate`): a blob of the matte that touches last
-   frame's people (within BLOB_REACH), or that the view also sees while the
-   matte came from a crop, appears at once (an arm rising); any other blob,
-   away from everyone, stays background until it has been there
+   frame's people (within BLOB_REACH), or that the whole-frame view of this
+   frame also sees, appears at once (an arm rising); any other blob (a crop
+   model's, away from everyone) stays background until it has been there
    NEW_BLOB_FRAMES frames in a row (a pillow marked as person for a frame).
-   With nobody in the last matte (start-up, after a reset) every blob counts.
+   A matte of the whole frame is its own view: all its blobs count. With
+   nobody in the last matte (start-up, after a reset) every blob counts.
 
 All arrays here are at the matte's working resolution ("work" pixels).
 """

@@ -248,26 +248,26 @@ class Matter:
 
         Returns the plan used, people a whole-frame look found outside the crop,
         and the view that confirms new blobs: this frame's whole-frame confidence
-        when the matte came from a crop, else None.
+        (raw itself when the matte is the whole frame's), else None.
         """
         tracker = self._tracker
         whole = Box(0, 0, *self._work_size)
         if tracker is None:
             self._segment_box(whole, raw)
-            return RoiPlan(whole, whole_frame=True, full_pass=True), None, None
+            return RoiPlan(whole, whole_frame=True, full_pass=True), None, raw
         plan = tracker.plan()
         found = None
         view = None
         if plan.whole_frame:
             self._segment_box(whole, raw)
             if tracker.tracking:  # the people are large: the whole frame is their crop
-                return plan, None, None
+                return plan, None, raw
             # nobody tracked yet: crop around whoever the whole frame shows, in this very frame
             blobs = tracker.blobs_in(raw)
             people = bounding_box(blobs)
             crop = tracker.crop_for(people) if people is not None and not tracker.is_large(people) else whole
             if crop == whole:
-                return plan, None, None
+                return plan, None, raw
             np.copyto(self._full, raw)
             view = self._full
             plan = RoiPlan(
@@ -287,7 +287,7 @@ class Matter:
         if not plan.full_pass and tracker.people_in(raw) is None:
             # the crop lost everyone: look at the whole frame now
             self._segment_box(whole, raw)
-            return RoiPlan(whole, whole_frame=True, full_pass=True), found, None
+            return RoiPlan(whole, whole_frame=True, full_pass=True), found, raw
         merger = self._merger
         if merger.inner_border_person_share(raw, plan.box) > 0:
             # someone reaches out of the crop: follow them in this frame with a crop grown on that side
@@ -295,7 +295,7 @@ class Matter:
             if grown == whole:
                 self.last_crops.clear()
                 self._segment_box(whole, raw)
-                return RoiPlan(whole, whole_frame=True, full_pass=True), found, None
+                return RoiPlan(whole, whole_frame=True, full_pass=True), found, raw
             if merger.inner_border_person_share(raw, plan.box) < BLOCK_BORDER_SHARE:
                 self.last_crops.clear()
                 raw.fill(0.0)
