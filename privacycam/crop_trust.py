@@ -72,9 +72,11 @@ class CropMerger:
         self._binary = np.empty((height, width), np.uint8)
         self._allowed = np.empty((height, width), np.uint8)
         self._labels = np.empty((height, width), np.int32)
-        self._guard = _disk(max(1, round(GUARD_REACH * height)))
+        self._guard_px = max(1.0, GUARD_REACH * height)
+        self._inverted = np.empty((height, width), np.uint8)
+        self._distance = np.empty((height, width), np.float32)
         self._rim = _disk(2)
-        self._fill_reach = _disk(max(1, round(FILL_REACH * height)))
+        self._fill_px = max(1.0, FILL_REACH * height)
 
     def inner_border_person_share(self, raw: np.ndarray, box: Box) -> float:
         """Share of the box's inner sides (not the frame's edge) where the crop's matte is person."""
@@ -107,7 +109,7 @@ class CropMerger:
         cv2.compare(view, PERSON, cv2.CMP_GE, dst=self._binary)
         if cv2.countNonZero(self._binary[region]) > 0:
             # rule 3: the crop may not draw the person far beyond what the view sees
-            cv2.dilate(self._binary, self._guard, dst=self._allowed)
+            self._within(self._binary, self._guard_px, dst=self._allowed)
             np.copyto(crop, 0.0, where=self._allowed[region] == 0)
         if fill_outside:
             self._view_reaching_into(view, box, out=raw)
@@ -122,21 +124,28 @@ class CropMerger:
     def _view_reaching_into(self, view: np.ndarray, box: Box, out: np.ndarray) -> None:
         """out = the view's blobs that have pixels inside box (with their soft rim), zero elsewhere."""
         count, labels = cv2.connectedComponents(self._binary, self._labels, 8, cv2.CV_32S)
-        inside = np.unique(labels[box.slices])
-        inside = inside[inside > 0]
-        if count < 2 or inside.size == 0:
+        reaching_in = np.bincount(labels[box.slices].ravel(), minlength=count) > 0
+        reaching_in[0] = False  # the background's label
+        if not reaching_in.any():
             out.fill(0.0)
             return
         keep = self._allowed  # reused: the guard is done with it
-        np.copyto(keep, np.isin(labels, inside), casting="unsafe")
+        np.take(reaching_in.astype(np.uint8), labels, out=keep)
         cv2.dilate(keep, self._rim, dst=keep)
         # only next to the crop's person: the view's own false alarms further out stay out
         crop_person = self._binary
         crop_person.fill(0)
         cv2.compare(self._crop[box.slices], PERSON, cv2.CMP_GE, dst=crop_person[box.slices])
-        cv2.dilate(crop_person, self._fill_reach, dst=crop_person)
+        self._within(crop_person, self._fill_px, dst=crop_person)
         cv2.bitwise_and(keep, crop_person, dst=keep)
         np.multiply(view, keep, out=out, casting="unsafe")
+
+    def _within(self, binary: np.ndarray, reach: float, dst: np.ndarray) -> None:
+        """dst = 255 within `reach` px of binary's set pixels: a dilation by a disk, in the same time at any
+        radius (a distance transform; cv2.dilate with an 18 px disk took ~1 ms at 320x180)."""
+        cv2.bitwise_not(binary, dst=self._inverted)
+        cv2.distanceTransform(self._inverted, cv2.DIST_L2, 3, dst=self._distance)
+        cv2.compare(self._distance, reach, cv2.CMP_LE, dst=dst)
 
     def _fade_weight(self, box: Box) -> np.ndarray:
         """Box-sized weight: 1 inside, falling to ~0 at each side that is not the frame's edge."""
