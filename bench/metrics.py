@@ -22,6 +22,22 @@ BOUNDARY_TOLERANCE = 0.008
 LEAK_MIN_DISTANCE_PX = 10
 # "Cut" looks at the person's interior only: 3 px in from the GT outline.
 CUT_ERODE_PX = 3
+# A straight crop-box edge: along a side of a crop the segmenter was given
+# (not the frame's own edge), the matte changes between person and background
+# across the side line (within STRAIGHT_EDGE_SLACK px) over a run of at least
+# this share of the frame height: a limb cut off, or a block of background shown.
+# A generic straight-line detector cannot tell these from a low-resolution
+# model's own blocky outline (the raw landscape model, which never crops, has
+# runs of 5-10 % of the frame height), so the crop boxes are asked for.
+STRAIGHT_EDGE_MIN_RUN = 0.02
+STRAIGHT_EDGE_SLACK = 3
+# A sharp block: one connected piece of background at least SHARP_BLOCK_DISTANCE
+# of the image diagonal from the person (10 px at 854x480, as for leak, and
+# 15 px at 1280x720, so a slightly wide edge of an upscaled view is no block),
+# shown as person, of at least this share of the frame (0.25 % is ~32x32 px at
+# 854x480, ~48x48 at 720p).
+SHARP_BLOCK_MIN_AREA = 0.0025
+SHARP_BLOCK_DISTANCE = 0.01
 
 
 def disk(radius: int) -> np.ndarray:
@@ -63,6 +79,7 @@ class Truth:
     boundary: np.ndarray  # bool
     boundary_near: np.ndarray  # bool, boundary dilated by the DAVIS tolerance disk
     far_background: np.ndarray  # bool, background at least LEAK_MIN_DISTANCE_PX from the person
+    block_background: np.ndarray  # bool, background at least SHARP_BLOCK_DISTANCE of the diagonal from the person
     interior: np.ndarray  # bool, person eroded by CUT_ERODE_PX
     tolerance_disk: np.ndarray
 
@@ -81,6 +98,7 @@ class Truth:
             boundary=boundary,
             boundary_near=cv2.dilate(boundary.astype(np.uint8), tolerance).astype(bool),
             far_background=distance >= LEAK_MIN_DISTANCE_PX,
+            block_background=distance >= SHARP_BLOCK_DISTANCE * math.hypot(height, width),
             interior=interior,
             tolerance_disk=tolerance,
         )
@@ -119,6 +137,42 @@ def cut(pred: np.ndarray, truth: Truth) -> float | None:
     return None if n_interior == 0 else np.count_nonzero(truth.interior & ~pred) / n_interior
 
 
+def crop_box_edges(pred: np.ndarray, crops: list[tuple[int, int, int, int]]) -> int:
+    """How many crop sides (crops: x0, y0, x1, y1 in frame pixels) the matte's outline runs along."""
+    height, width = pred.shape
+    min_run = max(2, math.ceil(STRAIGHT_EDGE_MIN_RUN * height))
+    slack = STRAIGHT_EDGE_SLACK
+    found = 0
+    for x0, y0, x1, y1 in crops:
+        # (matte, line position, along-range) for each side inside the frame; columns as rows for x sides
+        sides = [(pred, y, x0, x1) for y in (y0, y1) if slack <= y <= height - slack]
+        sides += [(pred.T, x, y0, y1) for x in (x0, x1) if slack <= x <= width - slack]
+        for mask, line, start, end in sides:
+            # person on one side of the line, background on the other, within the slack
+            step = mask[line - slack] != mask[line + slack - 1]
+            if _runs(step[None, max(0, start) : end], min_run):
+                found += 1
+    return found
+
+
+def _runs(rows: np.ndarray, min_length: int) -> list[tuple[int, int, int]]:
+    """(row, start, end) of every run of True at least min_length long, row by row."""
+    padded = np.zeros((rows.shape[0], rows.shape[1] + 2), np.int8)
+    padded[:, 1:-1] = rows
+    change = np.diff(padded, axis=1)
+    start_rows, starts = np.nonzero(change == 1)
+    _, ends = np.nonzero(change == -1)
+    long = (ends - starts) >= min_length
+    return list(zip(start_rows[long].tolist(), starts[long].tolist(), ends[long].tolist(), strict=True))
+
+
+def largest_leak_blob(pred: np.ndarray, truth: Truth) -> float:
+    """Share of the frame covered by the largest connected piece of far background shown as person."""
+    shown = (pred & truth.block_background).astype(np.uint8)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(shown, connectivity=8)
+    return 0.0 if count < 2 else float(stats[1:, cv2.CC_STAT_AREA].max()) / pred.size
+
+
 @dataclass
 class SequenceScore:
     """Accumulates per-frame figures over one sequence, frames fed in order."""
@@ -128,9 +182,12 @@ class SequenceScore:
     flicker: list[float] = field(default_factory=list)
     leak: list[float] = field(default_factory=list)
     cut: list[float] = field(default_factory=list)
+    straight_edge_frames: int = 0
+    sharp_block_frames: int = 0
     _previous: tuple[np.ndarray, np.ndarray] | None = None
 
-    def add(self, alpha_u8: np.ndarray, truth: Truth) -> None:
+    def add(self, alpha_u8: np.ndarray, truth: Truth, crops: list[tuple[int, int, int, int]] = ()) -> None:
+        """One frame's matte; crops: the boxes (frame pixels) the segmenter saw crops of."""
         if alpha_u8.shape != truth.fg.shape:
             raise ValueError(f"alpha {alpha_u8.shape} and ground truth {truth.fg.shape} differ in size")
         pred = alpha_u8 >= ALPHA_HALF_U8
@@ -140,6 +197,8 @@ class SequenceScore:
         frame_cut = cut(pred, truth)
         if frame_cut is not None:
             self.cut.append(frame_cut)
+        self.straight_edge_frames += crop_box_edges(pred, list(crops)) > 0
+        self.sharp_block_frames += largest_leak_blob(pred, truth) >= SHARP_BLOCK_MIN_AREA
         alpha = alpha_u8.astype(np.float32) * (1.0 / 255.0)
         if self._previous is not None:
             previous_alpha, previous_gt = self._previous
@@ -154,6 +213,8 @@ class SequenceScore:
             "flicker": _mean(self.flicker),
             "leak": _mean(self.leak),
             "cut": _mean(self.cut),
+            "straight_edge_frames": self.straight_edge_frames,
+            "sharp_block_frames": self.sharp_block_frames,
         }
 
 

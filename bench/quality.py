@@ -2,8 +2,10 @@
 
 Runs `privacycam.matte.matte_frames` (the code path of `privacycam matte`) over
 every sequence with ground truth in the shared data folder and prints one JSON
-object: J, F, flicker, leak, cut and ms/frame per sequence and their mean, for
-the pipeline and for a "raw" reference row (the confidence of the model the
+object: J, F, flicker, leak, cut, ms/frame and the number of frames with a
+straight crop-box edge or a sharp block of background, per sequence and their
+mean (counts: their sum), for the pipeline and for a "raw" reference row (the
+confidence of the model the
 segmenter runs on whole frames, the landscape one by default, on the whole
 frame, per frame, upsampled, nothing else), both computed in the same run.
 Unlabeled videos (`*_unlabeled`) add speed at their own size (1280x720 for the
@@ -50,6 +52,8 @@ UNLABELED_FRAMES = 90
 # The raw reference's frame clock, as matte_frames uses for a 30 fps source.
 RAW_FRAME_MS = 1000 / 30
 LABELED_METRICS = ("J", "F", "flicker", "leak", "cut", "ms_per_frame", "cpu_ms_per_frame")
+# Frame counts (bench/metrics.py): summed over the sequences in the "mean" rows.
+COUNT_METRICS = ("straight_edge_frames", "sharp_block_frames")
 ROWS = ("pipeline", "raw")
 FRAMINGS = ("davis", "webcam")
 # --framing webcam (see webcam_framing): the window is this share of the
@@ -60,7 +64,8 @@ WEBCAM_HEADROOM = 0.1
 WEBCAM_PAN_FRAMES = 5
 WEBCAM_SIZE = (1280, 720)
 
-Producer = Callable[[list[np.ndarray], Config, "Timing"], Iterator[np.ndarray]]
+# Each producer yields (uint8 alpha at frame size, the crop boxes the segmenter saw, frame pixels).
+Producer = Callable[[list[np.ndarray], Config, "Timing"], Iterator[tuple[np.ndarray, list]]]
 
 
 @dataclass(frozen=True)
@@ -201,12 +206,13 @@ class MemorySource:
         self._index = len(self.images)
 
 
-def pipeline_alphas(images: list[np.ndarray], config: Config, timing: Timing) -> Iterator[np.ndarray]:
-    """uint8 alphas at frame size from the shipping pipeline; records each frame's time.
+def pipeline_alphas(images: list[np.ndarray], config: Config, timing: Timing) -> Iterator[tuple[np.ndarray, list]]:
+    """uint8 alphas at frame size from the shipping pipeline, with their crops; records each frame's time.
 
     The first frame's time is left out: it includes loading the model.
     """
-    frames = matte_frames(MemorySource(images, config.camera.fps), config)
+    crops: list[list[tuple[int, int, int, int]]] = []
+    frames = matte_frames(MemorySource(images, config.camera.fps), config, crops)
     for index in range(len(images) + 1):
         wall, cpu = time.perf_counter(), time.process_time()
         item = next(frames, None)
@@ -216,10 +222,10 @@ def pipeline_alphas(images: list[np.ndarray], config: Config, timing: Timing) ->
         if index > 0:
             timing.wall_ms.append(wall * 1000)
             timing.cpu_ms.append(cpu * 1000)
-        yield item[1]
+        yield item[1], crops[-1]
 
 
-def raw_alphas(images: list[np.ndarray], config: Config, timing: Timing) -> Iterator[np.ndarray]:
+def raw_alphas(images: list[np.ndarray], config: Config, timing: Timing) -> Iterator[tuple[np.ndarray, list]]:
     """The reference: the segmenter's whole-frame model on the whole frame, per frame, confidence upsampled."""
     segmenter = create_segmenter(config.segmenter)
     width, height = segmenter.input_size
@@ -232,7 +238,7 @@ def raw_alphas(images: list[np.ndarray], config: Config, timing: Timing) -> Iter
             alpha = upsample_alpha(confidence.astype(np.float32), image.shape[1], image.shape[0])
             timing.wall_ms.append((time.perf_counter() - wall) * 1000)
             timing.cpu_ms.append((time.process_time() - cpu) * 1000)
-            yield alpha
+            yield alpha, []
     finally:
         segmenter.close()
 
@@ -243,25 +249,29 @@ def _median_of_means(runs: list[list[float]]) -> float:
 
 
 def _timed(
-    produce: Producer, images: list[np.ndarray], config: Config, runs: int, consume: Callable[[np.ndarray], None]
+    produce: Producer,
+    images: list[np.ndarray],
+    config: Config,
+    runs: int,
+    consume: Callable[[np.ndarray, list], None],
 ) -> dict[str, float]:
     """Run a producer `runs` times (the first one feeding `consume`); median ms per frame."""
     timings = []
     for run in range(runs):
         timings.append(Timing())
-        for alpha in produce(images, config, timings[-1]):
+        for alpha, crops in produce(images, config, timings[-1]):
             if run == 0:
-                consume(alpha)
+                consume(alpha, crops)
     return {
         "ms_per_frame": _median_of_means([t.wall_ms for t in timings]),
         "cpu_ms_per_frame": _median_of_means([t.cpu_ms for t in timings]),
     }
 
 
-def _scorer(score: SequenceScore, truths: list[Truth]) -> Callable[[np.ndarray], None]:
+def _scorer(score: SequenceScore, truths: list[Truth]) -> Callable[[np.ndarray, list], None]:
     """Feeds the alphas, in order, to score against the matching ground truth."""
     truth_of = iter(truths)
-    return lambda alpha: score.add(alpha, next(truth_of))
+    return lambda alpha, crops: score.add(alpha, next(truth_of), crops)
 
 
 def evaluate_sequence(
@@ -279,16 +289,19 @@ def evaluate_unlabeled(images: list[np.ndarray], config: Config, timing_runs: in
     rows = {}
     for row, produce in zip(ROWS, (pipeline_alphas, raw_alphas), strict=True):
         alphas: list[np.ndarray] = []
-        times = _timed(produce, images, config, timing_runs, alphas.append)
+        times = _timed(produce, images, config, timing_runs, lambda alpha, _crops, keep=alphas.append: keep(alpha))
         rows[row] = {"self_flicker": self_flicker(alphas)} | times
     return rows
 
 
 def mean_rows(per_sequence: dict[str, dict]) -> dict[str, dict[str, float]]:
-    return {
-        row: {m: float(np.mean([seq[row][m] for seq in per_sequence.values()])) for m in LABELED_METRICS}
-        for row in ROWS
-    }
+    """Per row: the mean of each figure over the sequences, and the sum of each frame count."""
+    rows = {}
+    for row in ROWS:
+        values = [seq[row] for seq in per_sequence.values()]
+        rows[row] = {m: float(np.mean([v[m] for v in values])) for m in LABELED_METRICS}
+        rows[row] |= {m: int(sum(v[m] for v in values)) for m in COUNT_METRICS}
+    return rows
 
 
 def run(

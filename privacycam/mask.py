@@ -7,7 +7,10 @@ upsamples it). Per frame:
 1. region of interest (`privacycam.roi`): the segmenter runs on a crop around
    where the people were, in the model's aspect ratio, so a small person gets
    the model's full resolution; a periodic full-frame pass finds people
-   entering; large people (a webcam user) get the whole frame;
+   entering; large people (a webcam user) get the whole frame; the crop, the
+   whole-frame view and the last matte are made one estimate by
+   `privacycam.crop_trust` (no straight crop edge, no block of background,
+   no limb cut at the crop's side; new blobs away from everyone wait);
 2. optional edge refinement: a guided filter (grey frame as guide) where the
    model is unsure, so the edge follows the image;
 3. temporal smoothing: an EMA that is slow where the new matte roughly agrees
@@ -34,7 +37,8 @@ import cv2
 import numpy as np
 
 from privacycam.config import MaskConfig
-from privacycam.roi import Box, RoiPlan, RoiSettings, RoiTracker, bounding_box
+from privacycam.crop_trust import BLOCK_BORDER_SHARE, CropMerger, NewBlobGate
+from privacycam.roi import Box, RoiPlan, RoiSettings, RoiTracker, bounding_box, edges_touched
 from privacycam.segmenters.base import Segmenter, checked_mask
 from privacycam.segmenters.people import MainPersonState, keep_main_person
 
@@ -125,6 +129,11 @@ class AgreementSmoother:
         np.add(self._state, change, out=self._state)
         return self._state
 
+    @property
+    def state(self) -> np.ndarray | None:
+        """The last smoothed matte (None before the first)."""
+        return self._state
+
     def reset(self) -> None:
         self._state = None
 
@@ -189,6 +198,7 @@ class Matter:
         self._tracker: RoiTracker | None = None
         self._refiner: EdgeRefiner | None = None
         self._timestamp_ms = 0
+        self.last_crops: list[tuple[int, int, int, int]] = []  # this frame's crop boxes, frame pixels
 
     def alpha_for(self, frame: np.ndarray, timestamp_ms: int) -> np.ndarray:
         """The person matte of this frame; an internal buffer, valid until the next call."""
@@ -197,8 +207,10 @@ class Matter:
         self._timestamp_ms = timestamp_ms
         self._pyramid.set_frame(frame)
         self._pyramid.resize_region(0, 0, *self._frame_size, self._work_bgr)
-        plan, found = self._segment(self._raw)
+        self.last_crops = []
+        plan, found, view = self._segment(self._raw)
         np.clip(self._raw, 0.0, 1.0, out=self._raw)
+        self._gate.hold_new_blobs(self._raw, self._smoother.state, view)
         if self._main_person is not None:
             np.copyto(self._raw, keep_main_person(self._raw, self._main_person))
         if self._refiner is not None:
@@ -222,6 +234,8 @@ class Matter:
         self._smoother.reset()
         if self._tracker is not None:
             self._tracker.reset()
+        if self._frame_size is not None:
+            self._gate.reset()
         if self._main_person is not None:
             self._main_person = MainPersonState()
 
@@ -229,46 +243,88 @@ class Matter:
         self.segmenter.close()
 
     # -- per frame ------------------------------------------------------------------
-    def _segment(self, raw: np.ndarray) -> tuple[RoiPlan, Box | None]:
-        """Fill raw (work size) with the model's confidence; returns the plan used and people found outside it."""
+    def _segment(self, raw: np.ndarray) -> tuple[RoiPlan, Box | None, np.ndarray | None]:
+        """Fill raw (work size) with the person confidence (see privacycam.crop_trust).
+
+        Returns the plan used, people a whole-frame look found outside the crop,
+        and the view that confirms new blobs: this frame's whole-frame confidence
+        (raw itself when the matte is the whole frame's), else None.
+        """
         tracker = self._tracker
         whole = Box(0, 0, *self._work_size)
         if tracker is None:
             self._segment_box(whole, raw)
-            return RoiPlan(whole, whole_frame=True, full_pass=True), None
+            return RoiPlan(whole, whole_frame=True, full_pass=True), None, raw
         plan = tracker.plan()
         found = None
+        view = None
         if plan.whole_frame:
             self._segment_box(whole, raw)
             if tracker.tracking:  # the people are large: the whole frame is their crop
-                return plan, None
+                return plan, None, raw
             # nobody tracked yet: crop around whoever the whole frame shows, in this very frame
             blobs = tracker.blobs_in(raw)
             people = bounding_box(blobs)
             crop = tracker.crop_for(people) if people is not None and not tracker.is_large(people) else whole
             if crop == whole:
-                return plan, None
-            plan = RoiPlan(crop, whole_frame=False, full_pass=True, several_people=len(blobs) > 1)
+                return plan, None, raw
+            np.copyto(self._full, raw)
+            view = self._full
+            plan = RoiPlan(
+                crop,
+                whole_frame=False,
+                full_pass=True,
+                several_people=len(blobs) > 1,
+                cut_by_bottom=tracker.cut_by_bottom(people),
+            )
         elif plan.full_pass:
             # look for people entering; only their position is used, the crop gives the matte
             self._segment_box(whole, self._full)
+            view = self._full
             found = tracker.people_in(self._full, exclude=plan.box)
         raw.fill(0.0)
-        self._segment_box(plan.box, raw, plan.several_people)
+        self._segment_box(plan.box, raw, plan.several_people or plan.cut_by_bottom)
         if not plan.full_pass and tracker.people_in(raw) is None:
             # the crop lost everyone: look at the whole frame now
             self._segment_box(whole, raw)
-            plan = RoiPlan(whole, whole_frame=True, full_pass=True)
-        return plan, found
+            return RoiPlan(whole, whole_frame=True, full_pass=True), found, raw
+        merger = self._merger
+        if merger.inner_border_person_share(raw, plan.box) > 0:
+            # someone reaches out of the crop: follow them in this frame with a crop grown on that side
+            grown = self._grown_crop(raw, plan.box)
+            if grown == whole:
+                self.last_crops.clear()
+                self._segment_box(whole, raw)
+                return RoiPlan(whole, whole_frame=True, full_pass=True), found, raw
+            if merger.inner_border_person_share(raw, plan.box) < BLOCK_BORDER_SHARE:
+                self.last_crops.clear()
+                raw.fill(0.0)
+                self._segment_box(grown, raw, plan.several_people or plan.cut_by_bottom)
+                plan = RoiPlan(grown, False, plan.full_pass, plan.several_people, plan.cut_by_bottom)
+        reaching_out = merger.inner_border_person_share(raw, plan.box) > 0
+        if view is None and reaching_out:
+            # still reaching out, or a block: the whole frame shows where the person really goes
+            self._segment_box(whole, self._full)
+            view = self._full
+        merger.merge(raw, plan.box, view, fill_outside=reaching_out)
+        return plan, found, view
 
-    def _segment_box(self, box: Box, canvas: np.ndarray, several_people: bool = False) -> None:
+    def _grown_crop(self, raw: np.ndarray, box: Box) -> Box:
+        """The crop for the people raw shows in box, grown on each inner side they reach."""
+        people = self._tracker.people_in(raw) or box
+        return self._tracker.crop_for(people, edges_touched(people, box, self._tracker.frame))
+
+    def _segment_box(self, box: Box, canvas: np.ndarray, unfit_for_one_person_model: bool = False) -> None:
         """Run the segmenter on box (work pixels) and write its confidence into canvas[box]."""
         # A segmenter with a model for crops around people (segmenter.model: auto
-        # or pose) gets those; whole frames always go to the model that sees everyone,
-        # and so do crops holding several people when the crop model sees only one.
+        # or pose) gets those; whole frames always go to the model that sees everyone.
+        # A crop model that outlines one whole body (pose) also does not get crops
+        # holding several people, or people cut by the frame's bottom edge: on
+        # head-and-torso views it drops arms and hands (bench.webcam: J .83 and
+        # cut .15 on the composited set, against .96 and .012 with the selfie model).
         segment_crop = getattr(self.segmenter, "segment_crop", None)
         whole = (box.width, box.height) == self._work_size
-        one_person_model = several_people and getattr(self.segmenter, "crops_hold_one_person", False)
+        one_person_model = unfit_for_one_person_model and getattr(self.segmenter, "crops_hold_one_person", False)
         if segment_crop is None or whole or one_person_model:
             segment, (model_w, model_h) = self.segmenter.segment, self.segmenter.input_size
         else:
@@ -280,6 +336,8 @@ class Matter:
         started = time.perf_counter()
         confidence = segment(model_rgb, self._timestamp_ms)
         self.last_segment_ms += (time.perf_counter() - started) * 1000
+        if not whole:
+            self.last_crops.append((round(box.x0 * fx), round(box.y0 * fy), round(box.x1 * fx), round(box.y1 * fy)))
         confidence = checked_mask(confidence, model_h, model_w)
         # resized straight into our own buffer: the segmenter may reuse its output array
         shrink = max(model_w / box.width, model_h / box.height)
@@ -304,6 +362,8 @@ class Matter:
         self._raw = np.zeros((work_h, work_w), np.float32)
         self._full = np.zeros((work_h, work_w), np.float32)
         self._out = np.empty((work_h, work_w), np.float32)
+        self._merger = CropMerger(self._work_size)
+        self._gate = NewBlobGate(self._work_size)
         self._feather_sigma = config.feather * work_h  # a share of the frame height: same look at any size
         self._refiner = None
         if config.refine_edges:

@@ -22,8 +22,13 @@ from privacycam.sources.base import FrameSource
 log = logging.getLogger(__name__)
 
 
-def matte_frames(source: FrameSource, config: Config) -> Iterator[tuple[str, np.ndarray]]:
-    """(frame name, uint8 alpha at the frame's size) for every frame, in order."""
+def matte_frames(
+    source: FrameSource, config: Config, crops: list[list[tuple[int, int, int, int]]] | None = None
+) -> Iterator[tuple[str, np.ndarray]]:
+    """(frame name, uint8 alpha at the frame's size) for every frame, in order.
+
+    crops: if given, gets each yielded frame's crop boxes (frame pixels; `Matter.last_crops`).
+    """
     # every frame gets its own mask, however slow the model: no background thread
     matter = Matter(synchronous(create_segmenter(config.segmenter)), config.mask, config.segmenter.people)
     every_nth = config.segmenter.every_nth_frame
@@ -39,6 +44,8 @@ def matte_frames(source: FrameSource, config: Config) -> Iterator[tuple[str, np.
             # else: an in-between frame (segmenter.every_nth_frame > 1) gets the last matte, as in `run`
             timestamp_ms += frame_ms
             index += 1
+            if crops is not None:
+                crops.append(list(matter.last_crops))
             yield frame.name, alpha
     finally:
         matter.close()

@@ -101,6 +101,7 @@ class RoiPlan:
     whole_frame: bool  # box is the whole frame
     full_pass: bool  # also look at the whole frame for people outside the box
     several_people: bool = False  # the last matte showed more than one person (separate blobs)
+    cut_by_bottom: bool = False  # the people reach the frame's bottom edge (head and torso, like a webcam user)
 
 
 class RoiTracker:
@@ -146,7 +147,17 @@ class RoiTracker:
         box = self.crop_for(people, self._grow)
         whole = box == self.frame
         full = whole or self._since_full + 1 >= self.settings.full_frame_every
-        return RoiPlan(box, whole_frame=whole, full_pass=full, several_people=self._several)
+        return RoiPlan(
+            box,
+            whole_frame=whole,
+            full_pass=full,
+            several_people=self._several,
+            cut_by_bottom=self.cut_by_bottom(people),
+        )
+
+    def cut_by_bottom(self, people: Box) -> bool:
+        """The people's box reaches the frame's bottom edge: only head and torso are in view."""
+        return people.y1 >= self.work_height - EDGE_TOUCH_PX
 
     def crop_for(self, people: Box, grow: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)) -> Box:
         """The crop for people in `people`: margin, model aspect, inside the frame, or the whole frame."""
@@ -204,7 +215,7 @@ class RoiTracker:
         else:
             (cx, cy), (px, py) = people.center, self._people.center
             self._velocity = (VELOCITY_DAMPING * (cx - px), VELOCITY_DAMPING * (cy - py))
-        self._grow = _edges_touched(people, plan.box, self.frame) if people is not None else (0.0, 0.0, 0.0, 0.0)
+        self._grow = edges_touched(people, plan.box, self.frame) if people is not None else (0.0, 0.0, 0.0, 0.0)
         if found is not None:
             people = found if people is None else people.union(found)
         self._people = people
@@ -227,7 +238,7 @@ def bounding_box(boxes: list[Box]) -> Box | None:
     return union
 
 
-def _edges_touched(people: Box, crop: Box, frame: Box) -> tuple[float, float, float, float]:
+def edges_touched(people: Box, crop: Box, frame: Box) -> tuple[float, float, float, float]:
     """EDGE_GROWTH for each crop side (left, top, right, bottom) the people reach, unless it is the frame's edge."""
     return (
         EDGE_GROWTH if crop.x0 > frame.x0 and people.x0 - crop.x0 <= EDGE_TOUCH_PX else 0.0,

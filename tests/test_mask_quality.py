@@ -91,7 +91,31 @@ def test_metrics_of_a_perfect_prediction():
     score = metrics.SequenceScore()
     for shift in (0, 5, 10):
         score.add(_person(shift), metrics.Truth.from_mask(_person(shift)))
-    assert score.summary() == {"J": 1.0, "F": 1.0, "flicker": 0.0, "leak": 0.0, "cut": 0.0}
+    assert score.summary() == {
+        "J": 1.0,
+        "F": 1.0,
+        "flicker": 0.0,
+        "leak": 0.0,
+        "cut": 0.0,
+        "straight_edge_frames": 0,
+        "sharp_block_frames": 0,
+    }
+
+
+def test_crop_box_edges_count_a_line_along_a_crop_side_only():
+    cut_limb = _person() >= 128
+    cut_limb[250:, :] = False  # the legs end in a straight line at y = 250
+    assert metrics.crop_box_edges(cut_limb, [(200, 50, 500, 250)]) == 1  # a crop whose bottom side is there
+    assert metrics.crop_box_edges(cut_limb, [(200, 50, 500, 300)]) == 0  # a crop around it all
+    assert metrics.crop_box_edges(cut_limb, []) == 0
+
+
+def test_sharp_block_is_a_large_piece_of_far_background():
+    truth = metrics.Truth.from_mask(_person())
+    block = _person() >= 128
+    block[0:60, 0:60] = True
+    assert metrics.largest_leak_blob(block, truth) == pytest.approx(3600 / block.size)
+    assert metrics.largest_leak_blob(_person() >= 128, truth) == 0.0
 
 
 def test_boundary_f_tolerates_the_davis_distance_only():

@@ -89,24 +89,33 @@ def test_matte_sends_crops_to_the_crop_model_and_whole_frames_to_the_other():
 
 
 class TwoPeoplePoseLike(CropRecorder):
-    """Two people side by side; like the pose network, the crop model outlines only the left one."""
+    """Two red people side by side; like the pose network, the crop model outlines only the left one.
+
+    Both answer from the image (red = person), so a person stays where they are
+    whichever crop they are seen in.
+    """
 
     crops_hold_one_person = True
 
     @staticmethod
-    def _people(height: int, width: int, count: int) -> np.ndarray:
-        mask = np.zeros((height, width), np.float32)
-        for left in (0.25, 0.65)[:count]:
-            mask[height // 4 :, int(width * left) : int(width * (left + 0.1))] = 1.0
-        return mask
+    def frame() -> np.ndarray:
+        frame = np.zeros((480, 854, 3), np.uint8)
+        for left in (0.25, 0.55):
+            frame[120:, int(854 * left) : int(854 * (left + 0.06)), 2] = 255
+        return frame
 
     def segment(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
         self.calls.append(("whole", rgb.shape))
-        return self._people(*rgb.shape[:2], count=2)
+        return (rgb[..., 0] > 127).astype(np.float32)
 
     def segment_crop(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
         self.calls.append(("crop", rgb.shape))
-        return self._people(*rgb.shape[:2], count=1)
+        mask = (rgb[..., 0] > 127).astype(np.float32)
+        count, labels = cv2.connectedComponents(mask.astype(np.uint8))
+        if count > 2:
+            leftmost = labels[:, np.flatnonzero(mask.any(axis=0))[0]].max()
+            mask[labels != leftmost] = 0.0
+        return mask
 
 
 class TwoPeopleCropsSeeAll(TwoPeoplePoseLike):
@@ -117,7 +126,7 @@ class TwoPeopleCropsSeeAll(TwoPeoplePoseLike):
 def test_a_crop_around_several_people_skips_the_one_person_model(segmenter, people_kept):
     recorder = segmenter()
     matter = Matter(recorder, MaskConfig(roi_full_frame_every=5))
-    frame = np.zeros((480, 854, 3), np.uint8)
+    frame = recorder.frame()
     for index in range(10):
         alpha = matter.alpha_for(frame, index * 33)
     count, _ = cv2.connectedComponents((alpha >= 0.5).astype(np.uint8))
@@ -135,3 +144,30 @@ def test_a_crop_around_several_people_skips_the_one_person_model(segmenter, peop
 def test_pose_settings_that_cannot_work_are_config_errors(text, message):
     with pytest.raises(ConfigError, match=message):
         parse_config_text(text)
+
+
+class RedPoseLike(CropRecorder):
+    """A pose-like crop model (one whole body per crop); both models answer red = person."""
+
+    crops_hold_one_person = True
+
+    def segment(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
+        self.calls.append(("whole", rgb.shape))
+        return (rgb[..., 0] > 127).astype(np.float32)
+
+    def segment_crop(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
+        self.calls.append(("crop", rgb.shape))
+        return (rgb[..., 0] > 127).astype(np.float32)
+
+
+@pytest.mark.parametrize(("bottom", "crops_to_pose"), [(0.9, True), (1.0, False)])
+def test_people_cut_by_the_bottom_edge_get_the_selfie_model_not_the_pose_network(bottom, crops_to_pose):
+    """The pose network drops arms and hands on head-and-torso views (a webcam user, cut by the bottom edge)."""
+    recorder = RedPoseLike(input_size=(64, 64))
+    matter = Matter(recorder, MaskConfig(roi_full_frame_every=100))
+    frame = np.zeros((480, 854, 3), np.uint8)
+    frame[int(480 * 0.3) : int(480 * bottom), 380:480, 2] = 255  # 10-15 % of the frame: cropped
+    for index in range(6):
+        matter.alpha_for(frame, index * 33)
+        assert matter.last_crops, "the person is segmented through a crop"
+    assert ("crop" in recorder.kinds) == crops_to_pose

@@ -1,4 +1,4 @@
-"""A built-in source that needs no files or camera: a moving figure over a textured room.
+"""A built-in source that needs no files or camera: a swaying head-and-shoulders figure over a textured room.
 
 Used by `privacycam bench` and the demo when nothing else is there. The room is
 drawn once; each frame is a fresh copy with the figure drawn in, like a camera
@@ -25,13 +25,53 @@ def draw_room(width: int, height: int) -> np.ndarray:
     return room
 
 
-def draw_figure(image: np.ndarray, step: int) -> None:
+def draw_figure(image: np.ndarray, step: int, person: tuple[int, ...] | None = None) -> None:
+    """A head-and-shoulders figure like a webcam user, swaying; `person`: one colour for all of it (a mask).
+
+    The body runs down to the frame's bottom edge, as a webcam cuts a user: a
+    figure ending in mid-air (the old scene's half-ellipse) made the segmenter
+    guess a body below it, inside the crop only, a block of sharp room texture.
+    """
     height, width = image.shape[:2]
-    cx = int(width * (0.5 + 0.08 * np.sin(step / SWAY_PERIOD * 2 * np.pi)))
-    skin, shirt = (140, 170, 220), (150, 80, 40)
-    axes = (int(width * 0.2), int(height * 0.45))
-    cv2.ellipse(image, (cx, int(height * 0.62)), axes, 0, 180, 360, shirt, -1)
-    cv2.circle(image, (cx, int(height * 0.38)), int(height * 0.16), skin, -1)
+    cx = width * (0.5 + 0.08 * np.sin(step / SWAY_PERIOD * 2 * np.pi))
+    skin, shirt, hair = (140, 170, 220), (150, 80, 40), (40, 50, 60)
+    if person is not None:
+        skin = shirt = hair = person
+    head_y, head_r = 0.36 * height, 0.11 * height
+    shoulder_y, half_shoulders = 0.58 * height, 0.15 * width
+    torso = np.array(
+        [
+            (cx - 0.035 * width, 0.46 * height),  # neck
+            (cx + 0.035 * width, 0.46 * height),
+            (cx + half_shoulders * 0.8, shoulder_y - 0.03 * height),
+            (cx + half_shoulders, shoulder_y + 0.04 * height),
+            (cx + half_shoulders * 1.05, height),
+            (cx - half_shoulders * 1.05, height),
+            (cx - half_shoulders, shoulder_y + 0.04 * height),
+            (cx - half_shoulders * 0.8, shoulder_y - 0.03 * height),
+        ],
+        np.int32,
+    )
+    cv2.fillPoly(image, [torso], shirt, cv2.LINE_AA if person is None else cv2.LINE_8)
+    centre = (round(cx), round(head_y))
+    cv2.ellipse(
+        image,
+        (centre[0], round(head_y - 0.03 * height)),
+        (round(head_r * 0.95), round(head_r * 0.8)),
+        0,
+        180,
+        360,
+        hair,
+        -1,
+    )
+    cv2.ellipse(image, centre, (round(head_r * 0.85), round(head_r)), 0, 0, 360, skin, -1)
+
+
+def person_mask(width: int, height: int, step: int) -> np.ndarray:
+    """The figure of frame `step` as a mask (255 = person): the scene's exact ground truth."""
+    mask = np.zeros((height, width, 1), np.uint8)
+    draw_figure(mask, step, (255,))
+    return mask[..., 0]
 
 
 class SyntheticSource:
