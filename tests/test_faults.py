@@ -466,7 +466,9 @@ def test_many_bad_clients_do_not_stall_the_control_socket(runtime_dir, tmp_path)
             started = time.monotonic()
             answer = send_command(daemon.socket, command)
             assert answer["ok"], answer
-            assert time.monotonic() - started < 1.0, f"{command} took {time.monotonic() - started:.1f} s"
+            # starved, each would wait out the slow clients' 1 s deadlines one after another (~30 s);
+            # `on` also waits for its first private frame at the output
+            assert time.monotonic() - started < 5.0, f"{command} took {time.monotonic() - started:.1f} s"
     finally:
         stop_dripping.set()
         for client in clients:
