@@ -31,6 +31,7 @@ from dbus_fast.constants import PropertyAccess
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus_signal
 
 from privacycam.control.dbus_session import call, error_text, is_error, name_owner_change, watch_name
+from privacycam.sinks.reader_watch import holder_pids
 
 log = logging.getLogger(__name__)
 
@@ -56,21 +57,10 @@ def reader_names(device: str | None, exclude_pid: int) -> list[str]:
     """Names (comm) of the processes that hold `device` open, sorted."""
     if not device:
         return []
-    target = os.path.realpath(device)
     names = set()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == exclude_pid:
-            continue
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
-                    with contextlib.suppress(OSError), open(f"/proc/{pid}/comm") as comm:
-                        names.add(f"{comm.read().strip()} ({pid})")
-                    break
+    for pid in holder_pids(device, exclude_pid):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/comm") as comm:
+            names.add(f"{comm.read().strip()} ({pid})")
     return sorted(names)
 
 

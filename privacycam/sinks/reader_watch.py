@@ -24,10 +24,10 @@ IN_NONBLOCK = 0o4000
 RESCAN_S = 5.0  # also look now and then, in case inotify is unavailable
 
 
-def holders(device: str, exclude_pid: int) -> int:
-    """How many other processes have `device` open."""
+def holder_pids(device: str, exclude_pid: int) -> list[int]:
+    """The other processes that have `device` open (by /proc/*/fd)."""
     target = os.path.realpath(device)
-    count = 0
+    pids = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit() or int(pid) == exclude_pid:
             continue
@@ -38,11 +38,16 @@ def holders(device: str, exclude_pid: int) -> int:
         for fd in fds:
             try:
                 if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
-                    count += 1
+                    pids.append(int(pid))
                     break
             except OSError:
                 continue
-    return count
+    return pids
+
+
+def holders(device: str, exclude_pid: int) -> int:
+    """How many other processes have `device` open."""
+    return len(holder_pids(device, exclude_pid))
 
 
 class ReaderWatch:
