@@ -51,7 +51,7 @@ def measure(
     source_spec: str = "real",
 ) -> dict:
     config = Config().with_overrides(camera={"width": width, "height": height})
-    source = open_bench_source(source_spec, config, width, height, fps or 30.0)
+    source = open_bench_source(source_spec, config, width, height, fps or 30.0, pixel_format="bgr")
     segmenter = create_segmenter(segmenter_config)
     try:
         for i in range(WARMUP):

@@ -20,9 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from privacycam import i420
 from privacycam.config import load_config
 from privacycam.errors import SourceError
 from privacycam.pipeline import Pipeline, PrivacyState
@@ -62,10 +62,13 @@ def real_footage_clip(width: int, height: int) -> Path:
     return make_mjpeg_clip(REAL_FOOTAGE, clip, width, height, REAL_FOOTAGE_FRAMES)
 
 
-def open_bench_source(spec: str, config, width: int, height: int, fps: float) -> FrameSource:
+def open_bench_source(
+    spec: str, config, width: int, height: int, fps: float, pixel_format: str = "i420"
+) -> FrameSource:
+    """pixel_format: what the real footage's JPEGs decode to (the references filter BGR)."""
     if spec == REAL:
         clip = real_footage_clip(width, height)
-        return EndlessSource(lambda: MjpegFileSource(clip, fps, loop=True))
+        return EndlessSource(lambda: MjpegFileSource(clip, fps, loop=True, pixel_format=pixel_format))
     if spec == "synthetic":
         return SyntheticSource(width, height, fps)
     return EndlessSource(lambda: open_source(spec, config.camera))
@@ -110,7 +113,7 @@ class EndlessSource:
 
 
 class EncodingDropSink:
-    """Converts to I420 exactly as the virtual camera sink does, then drops the frame.
+    """Takes frames as the virtual camera sink does (BGR converted to I420, I420 as is), then drops them.
 
     Also marks where the measured run starts: after the model is ready and a
     warm-up, CPU time and stage timings are reset.
@@ -118,6 +121,7 @@ class EncodingDropSink:
 
     description = "bench (I420 then drop)"
     consumer_watching = True
+    takes_i420 = True
 
     def __init__(self, width: int, height: int, frames: int) -> None:
         self._i420 = np.empty((height * 3 // 2, width), np.uint8)
@@ -130,7 +134,8 @@ class EncodingDropSink:
         self.dropped_start = 0
 
     def send(self, image: np.ndarray, frame: Frame | None) -> None:
-        cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420, dst=self._i420)
+        if not i420.is_i420(image):
+            i420.from_bgr(image, self._i420)
         pipeline = self.pipeline
         if frame is None or pipeline is None or pipeline.status.segmenter == "loading":
             return

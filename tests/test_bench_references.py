@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO, laplacian_variance, read_gray, sequence
+from conftest import REPO, cli_env, laplacian_variance, read_gray, sequence
 
 sys.path.insert(0, str(REPO))
 
@@ -35,3 +37,14 @@ def test_reference_keeps_the_person_and_blurs_the_rest(filter_frame, config):
     background = cv2.dilate(truth.view(np.uint8), np.ones((61, 61), np.uint8)) == 0
     assert laplacian_variance(out, background) < 0.3 * laplacian_variance(image, background)
     assert np.abs(out[person].astype(int) - image[person].astype(int)).mean() < 12
+
+
+@pytest.mark.parametrize("module", ["bench.naive_reference", "bench.lfbw_reference"])
+def test_reference_runs_on_the_benchmarks_real_footage(module, tmp_path):
+    env = cli_env(XDG_CACHE_HOME=str(tmp_path), PYTHONPATH=str(REPO))
+    args = ["--width", "320", "--height", "180", "--frames", "3"]
+    result = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["input"].startswith("MJPEG ") and (figures["width"], figures["height"]) == (320, 180)
+    assert figures["frames"] == 3 and figures["cpu_ms_per_frame"] > 0

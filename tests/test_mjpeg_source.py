@@ -19,15 +19,16 @@ def clip(tmp_path_factory):
     return make_mjpeg_clip(sequence("sam2_juggle_unlabeled") / "video.mp4", out, 320, 240, 6)
 
 
-def test_clip_holds_the_requested_frames_at_the_requested_size(clip):
-    source = MjpegFileSource(clip)
+@pytest.mark.parametrize("pixel_format, shape", [("i420", (360, 320)), ("bgr", (240, 320, 3))])
+def test_clip_holds_the_requested_frames_at_the_requested_size(clip, pixel_format, shape):
+    source = MjpegFileSource(clip, pixel_format=pixel_format)
     frames = []
     while (frame := source.read()) is not None:
         frames.append(frame)
     source.close()
     assert source.size == (320, 240)
     assert [f.index for f in frames] == list(range(6))
-    assert all(f.image.shape == (240, 320, 3) and f.image.dtype == np.uint8 for f in frames)
+    assert all(f.image.shape == shape and f.image.dtype == np.uint8 for f in frames)
     assert np.abs(frames[0].image.astype(int) - frames[5].image.astype(int)).mean() > 1, "real motion, not one frame"
 
 
@@ -35,7 +36,7 @@ def test_frames_decode_like_opencv_decodes_the_same_jpeg(clip):
     data = clip.read_bytes()
     first_jpeg = data[: data.index(b"\xff\xd9") + 2]
     expected = cv2.imdecode(np.frombuffer(first_jpeg, np.uint8), cv2.IMREAD_COLOR)
-    got = MjpegFileSource(clip).read().image
+    got = MjpegFileSource(clip, pixel_format="bgr").read().image
     assert np.abs(got.astype(int) - expected.astype(int)).mean() < 1.5  # two IDCTs, two colour conversions
 
 

@@ -1,0 +1,88 @@
+"""I420 frames: the virtual camera's format, carried from the camera's MJPEG to the sink.
+
+An I420 frame is one uint8 array of (height * 3 / 2, width): the Y plane
+(height x width), then U and V (height/2 x width/2 each), as pyvirtualcam
+sends it. Studio range (Y 16-235, U/V 16-240) and BT.601, the very matrix
+OpenCV's COLOR_BGR2YUV_I420 uses, so a frame converted here matches one that
+went through BGR within a grey level or two.
+
+A JPEG holds full-range YCbCr (JFIF) at 4:2:0 or 4:2:2: `from_jpeg_planes`
+maps it to studio range with one lookup table per plane and halves 4:2:2
+chroma vertically, with no colour conversion and no BGR frame on the way.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# JFIF full range -> studio range, per 8-bit value.
+_Y_TO_STUDIO = np.clip(np.round(16 + np.arange(256) * 219 / 255), 0, 255).astype(np.uint8)
+_C_TO_STUDIO = np.clip(np.round(128 + (np.arange(256) - 128) * 224 / 255), 0, 255).astype(np.uint8)
+
+
+def is_i420(image: np.ndarray) -> bool:
+    """Composited and camera frames are BGR (h, w, 3) or I420 (h * 3 / 2, w)."""
+    return image.ndim == 2
+
+
+def frame_size(image: np.ndarray) -> tuple[int, int]:
+    """(width, height) of a BGR or I420 frame."""
+    if is_i420(image):
+        return image.shape[1], image.shape[0] * 2 // 3
+    return image.shape[1], image.shape[0]
+
+
+def empty(width: int, height: int) -> np.ndarray:
+    return np.empty((height * 3 // 2, width), np.uint8)
+
+
+def planes(i420: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y, U and V planes (writing them writes the frame)."""
+    width, height = frame_size(i420)
+    flat = i420.reshape(-1)
+    luma = width * height
+    chroma = (width // 2) * (height // 2)
+    y = flat[:luma].reshape(height, width)
+    u = flat[luma : luma + chroma].reshape(height // 2, width // 2)
+    v = flat[luma + chroma : luma + 2 * chroma].reshape(height // 2, width // 2)
+    return y, u, v
+
+
+def from_jpeg_planes(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """A decoded JPEG's full-range planes (4:2:0 or 4:2:2) into the I420 `out`."""
+    out_y, out_u, out_v = planes(out)
+    cv2.LUT(y, _Y_TO_STUDIO, dst=out_y)
+    for source, target in ((cb, out_u), (cr, out_v)):
+        if source.shape != target.shape:  # 4:2:2: two chroma rows per output row, averaged
+            source = cv2.resize(source, (target.shape[1], target.shape[0]), interpolation=cv2.INTER_AREA)
+        cv2.LUT(source, _C_TO_STUDIO, dst=target)
+    return out
+
+
+def to_bgr(i420: np.ndarray) -> np.ndarray:
+    """The one conversion to BGR, for sinks that need it (files, preview) or a camera of another size."""
+    return cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
+
+
+def from_bgr(bgr: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420, dst=out)
+
+
+class HalfSizeBgr:
+    """An I420 frame at half its size as BGR: the mask stage's input (its model crops and
+    180-line work frame are smaller still), for a quarter of a full-size conversion."""
+
+    def __init__(self) -> None:
+        self._small_i420: np.ndarray | None = None
+        self._bgr: np.ndarray | None = None
+
+    def convert(self, i420: np.ndarray) -> np.ndarray:
+        width, height = frame_size(i420)
+        half_w, half_h = (width // 2) & ~1, (height // 2) & ~1
+        if self._small_i420 is None or frame_size(self._small_i420) != (half_w, half_h):
+            self._small_i420 = empty(half_w, half_h)
+            self._bgr = np.empty((half_h, half_w, 3), np.uint8)
+        for source, target in zip(planes(i420), planes(self._small_i420), strict=True):
+            cv2.resize(source, (target.shape[1], target.shape[0]), dst=target, interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(self._small_i420, cv2.COLOR_YUV2BGR_I420, dst=self._bgr)

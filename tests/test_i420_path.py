@@ -1,0 +1,161 @@
+"""MJPEG from camera to virtual camera in I420: no full-size BGR frame on the way, and the
+same picture (within 2 grey levels) as the BGR path."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import pyvirtualcam
+from conftest import laplacian_variance, read_gray, sequence
+
+from privacycam import compositing, i420, pipeline
+from privacycam.compositing import Compositor
+from privacycam.config import BackgroundConfig, Config, OutputConfig
+from privacycam.pipeline import Pipeline, PrivacyState
+from privacycam.sinks import open_sink
+from privacycam.sinks.virtual_camera import VirtualCameraSink
+from privacycam.sources import LatestFrameFeed
+from privacycam.sources.mjpeg import MjpegDecoder, MjpegFileSource
+
+WIDTH, HEIGHT = 854, 480  # the DAVIS frames' own size: their JPEGs are sent unchanged
+READY_FRAMES_KEPT = 8
+
+
+class RecordingBackend:
+    """pyvirtualcam's Backend contract; keeps what the sink wrote to the 'device'."""
+
+    instances: list[RecordingBackend] = []
+
+    def __init__(self, *, width, height, fps, fourcc, device, **kw):
+        self.width, self.height, self.fourcc, self._device = width, height, fourcc, device
+        self.frames: list[np.ndarray] = []
+        RecordingBackend.instances.append(self)
+
+    def send(self, frame: np.ndarray) -> None:
+        self.frames.append(frame.copy())
+
+    def close(self) -> None:
+        pass
+
+    def device(self) -> str:
+        return "recording-device"
+
+    def native_fourcc(self):
+        return self.fourcc
+
+
+@pytest.fixture(scope="module")
+def camera_stream(tmp_path_factory):
+    """lucia's JPEG frames, byte for byte, as one MJPEG stream: what a webcam sends."""
+    frames = sorted((sequence("davis2016_lucia") / "frames").glob("*.jpg"))
+    stream = tmp_path_factory.mktemp("camera") / "lucia.mjpeg"
+    stream.write_bytes(b"".join(path.read_bytes() for path in frames))
+    return stream, frames
+
+
+def _count_calls(monkeypatch, owner, name: str, calls: list) -> None:
+    original = getattr(owner, name)
+
+    def counted(*args, **kwargs):
+        calls.append(name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+
+
+def test_mjpeg_bytes_reach_the_virtual_camera_as_filtered_i420_without_a_bgr_frame(camera_stream, monkeypatch):
+    stream, jpegs = camera_stream
+    RecordingBackend.instances.clear()
+    pyvirtualcam.register_backend("recording-i420", RecordingBackend)
+    # Every way the pipeline makes a full-size BGR frame, counted: none may run.
+    bgr_made: list[str] = []
+    _count_calls(monkeypatch, i420, "to_bgr", bgr_made)
+    _count_calls(monkeypatch, compositing.Compositor, "_blend_into_out", bgr_made)
+    _count_calls(monkeypatch, compositing, "cover", bgr_made)
+    _count_calls(monkeypatch, pipeline, "cover", bgr_made)
+    composited: list[tuple[int, ...]] = []
+    compose = Compositor.compose
+
+    def compose_seen(self, frame, alpha, downscaled=None):
+        composited.append(frame.shape)
+        return compose(self, frame, alpha, downscaled)
+
+    monkeypatch.setattr(Compositor, "compose", compose_seen)
+    # (source index, position on the device) of each camera frame the sink got once the model was ready
+    sent: list[tuple[int, int]] = []
+    send = VirtualCameraSink.send
+
+    def send_seen(self, image, frame):
+        send(self, image, frame)
+        if frame is not None and run.status.segmenter != "loading":
+            sent.append((frame.index, len(RecordingBackend.instances[-1].frames) - 1))
+            if len(sent) >= READY_FRAMES_KEPT:
+                run.stop()
+
+    monkeypatch.setattr(VirtualCameraSink, "send", send_seen)
+
+    config = Config().model_copy(update={"output": OutputConfig(backend="recording-i420")})
+    sink = open_sink("vcam", WIDTH, HEIGHT, 30.0, config.output)
+    # the real capture path: a capture thread paced like a camera, decoding each JPEG as it comes
+    feed = LatestFrameFeed(lambda: MjpegFileSource(stream, 30.0, loop=True), pace_fps=30.0)
+    run = Pipeline(config, feed, sink, (WIDTH, HEIGHT), PrivacyState(True), live=True)
+    run.run()
+
+    assert bgr_made == [], "a full-size BGR frame was made between the camera and the virtual camera"
+    assert composited and all(shape == (HEIGHT * 3 // 2, WIDTH) for shape in composited)
+    device = RecordingBackend.instances[-1].frames
+    decoder = MjpegDecoder("i420")
+    masks = sequence("davis2016_lucia") / "masks"
+    assert len(sent) == READY_FRAMES_KEPT
+    for index, position in sent[3:]:  # the first frames after the model is ready may still be hidden
+        out = device[position].reshape(HEIGHT * 3 // 2, WIDTH)
+        jpeg = jpegs[index % len(jpegs)]
+        original = decoder.decode(jpeg.read_bytes())
+        gt = read_gray(masks / f"{jpeg.stem}.png") > 127
+        person = cv2.erode(gt.view(np.uint8), np.ones((7, 7), np.uint8)) > 0
+        far = cv2.dilate(gt.view(np.uint8), np.ones((61, 61), np.uint8)) == 0
+        out_y, original_y = i420.planes(out)[0], i420.planes(original)[0]
+        assert np.abs(out_y[person].astype(int) - original_y[person]).mean() < 8, "the person stays sharp"
+        assert laplacian_variance(out_y, far) < 0.1 * laplacian_variance(original_y, far), "background blurred"
+
+
+@pytest.mark.parametrize("mode", ["blur", "color"])
+def test_i420_compositing_matches_the_bgr_path_within_two_grey_levels(mode):
+    folder = sequence("davis2016_tennis")
+    frames = sorted((folder / "frames").glob("*.jpg"))[:3]
+    bgr_path, i420_path = Compositor(BackgroundConfig(mode=mode)), Compositor(BackgroundConfig(mode=mode))
+    for path in frames:
+        bgr = cv2.imread(str(path))
+        planar = i420.from_bgr(bgr)  # the same frame
+        gt = read_gray(folder / "masks" / f"{path.stem}.png")
+        alpha = cv2.GaussianBlur(cv2.resize(gt, (320, 180), interpolation=cv2.INTER_AREA), (0, 0), 2) / 255
+        alpha = alpha.astype(np.float32)
+        expected = i420.from_bgr(bgr_path.compose(bgr, alpha))  # today's path, converted by the sink
+        got = i420_path.compose(planar, alpha)
+        assert got.shape == expected.shape
+        for name, want, have in zip("YUV", i420.planes(expected), i420.planes(got), strict=True):
+            difference = np.abs(want.astype(int) - have)
+            assert np.percentile(difference, 99.9) <= 2, f"{name} plane of {path.name}"
+            assert difference.mean() < 0.75, f"{name} plane of {path.name}"
+        hidden_want = i420.from_bgr(bgr_path.compose_hidden(bgr))
+        hidden = i420_path.compose_hidden(planar)
+        assert np.percentile(np.abs(hidden_want.astype(int) - hidden), 99.9) <= 2
+
+
+def test_mjpeg_planes_give_what_the_bgr_decode_converted_to_i420_gives():
+    jpeg = (sequence("davis2016_lucia") / "frames" / "00010.jpg").read_bytes()
+    planar = MjpegDecoder("i420").decode(jpeg)
+    via_bgr = i420.from_bgr(MjpegDecoder("bgr").decode(jpeg))
+    luma = np.abs(i420.planes(planar)[0].astype(int) - i420.planes(via_bgr)[0])
+    assert np.percentile(luma, 99.9) <= 2 and luma.mean() < 0.75
+    chroma = np.abs(planar[HEIGHT:].astype(int) - via_bgr[HEIGHT:])
+    assert np.percentile(chroma, 99) <= 3
+
+
+def test_half_size_bgr_for_the_mask_stage():
+    bgr = cv2.imread(str(sequence("davis2016_lucia") / "frames" / "00000.jpg"))
+    half = i420.HalfSizeBgr().convert(i420.from_bgr(bgr))
+    assert half.shape == (240, 426, 3)
+    expected = cv2.resize(bgr, (426, 240), interpolation=cv2.INTER_AREA)
+    assert np.abs(half.astype(int) - expected).mean() < 3
