@@ -3,7 +3,7 @@
 alternating rounds of one run, medians per case. Prints one JSON object.
 
     .venv/bin/python bench/perf.py [--runs 5] [--frames 150] [--cases 1280x720,1920x1080]
-                                   [--baseline /path/to/other/checkout]
+                                   [--reference-frames 60] [--baseline /path/to/other/checkout]
 
 Every round runs every job once, the order rotated from round to round, so
 load from others sharing the machine falls on all of them alike. `--baseline`
@@ -126,7 +126,9 @@ def build_jobs(args: argparse.Namespace) -> list[Job]:
             )
         if size in REFERENCE_SIZES:
             for name, module in REFERENCES.items():
-                jobs.append(reference_job(f"{name} {size} paced 30", module, width, height, 30, args.frames, "real"))
+                jobs.append(
+                    reference_job(f"{name} {size} paced 30", module, width, height, 30, args.reference_frames, "real")
+                )
     if "1280x720" in args.cases:
         jobs.append(privacycam_job("privacycam 1280x720 unpaced", REPO, 1280, 720, None, args.frames, "real"))
         jobs.append(
@@ -139,6 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--frames", type=int, default=150)
+    parser.add_argument("--reference-frames", type=int, default=60, help="frames per reference run (they are slow)")
     parser.add_argument("--cases", default=DEFAULT_CASES, help=f"comma-separated sizes among {', '.join(SIZES)}")
     parser.add_argument("--baseline", type=Path, help="another checkout whose `privacycam bench` runs beside ours")
     args = parser.parse_args()
