@@ -60,6 +60,20 @@ def from_jpeg_planes(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, out: np.ndar
     return out
 
 
+def from_yuyv(yuyv: np.ndarray) -> np.ndarray:
+    """A YUYV (4:2:2, studio range already) camera frame, (h, w, 2), as a new I420 frame."""
+    height, width = yuyv.shape[0] & ~1, yuyv.shape[1] & ~1
+    out = empty(width, height)
+    out_y, out_u, out_v = planes(out)
+    cv2.extractChannel(yuyv[:height, :width], 0, dst=out_y)
+    # channel 1 alternates U and V along each row; two rows per I420 chroma row, averaged
+    chroma = yuyv[:height, :width, 1].reshape(height, width // 2, 2)
+    for index, target in ((0, out_u), (1, out_v)):
+        plane = np.ascontiguousarray(chroma[:, :, index])
+        cv2.resize(plane, (width // 2, height // 2), dst=target, interpolation=cv2.INTER_AREA)
+    return out
+
+
 def to_bgr(i420: np.ndarray) -> np.ndarray:
     """The one conversion to BGR, for sinks that need it (files, preview) or a camera of another size."""
     return cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
