@@ -60,3 +60,12 @@ def test_damaged_stream_is_one_clear_error(tmp_path):
     with pytest.raises(SourceError) as caught:
         MjpegFileSource(broken)
     assert "broken.mjpeg" in caught.value.message
+
+
+def test_matte_command_takes_an_mjpeg_file(clip, tmp_path):
+    from conftest import run_cli
+
+    result = run_cli("matte", str(clip), str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    mattes = sorted((tmp_path / "out").glob("*.png"))
+    assert len(mattes) == 6 and cv2.imread(str(mattes[0]), cv2.IMREAD_GRAYSCALE).shape == (240, 320)
