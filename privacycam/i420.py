@@ -108,3 +108,8 @@ class HalfSizeBgr:
         for source, target in zip(planes(i420), planes(self._small_i420), strict=True):
             cv2.resize(source, (target.shape[1], target.shape[0]), dst=target, interpolation=cv2.INTER_AREA)
         return cv2.cvtColor(self._small_i420, cv2.COLOR_YUV2BGR_I420, dst=self._bgr)
+
+    @property
+    def last_i420(self) -> np.ndarray | None:
+        """The last frame given to `convert` at half size, still I420 (the blur starts from it)."""
+        return self._small_i420

@@ -333,9 +333,9 @@ class Pipeline:
         image = self._half_size_bgr.convert(masked.image) if planar else masked.image
         alpha = matter.alpha_for(image, masked.frame.timestamp_ms)
         masked.alpha = _copy_into(copies, "alpha", alpha)
-        # an image or colour background never looks at the frame; I420 is blurred from its own planes
-        if self._compositor.blurs and not planar:
-            masked.downscaled = _copy_into(copies, "downscaled", matter.work_frame)
+        if self._compositor.blurs:  # an image or colour background never looks at the frame
+            downscaled = self._half_size_bgr.last_i420 if planar else matter.work_frame
+            masked.downscaled = _copy_into(copies, "downscaled", downscaled)
         masked.segment_ms = matter.last_segment_ms
         masked.mask_ms = (time.perf_counter() - t0) * 1000 - masked.segment_ms
 
