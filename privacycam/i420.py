@@ -91,9 +91,15 @@ def from_bgr(bgr: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420, dst=out)
 
 
-class HalfSizeBgr:
-    """An I420 frame at half its size as BGR: the mask stage's input (its model crops and
-    180-line work frame are smaller still), for a quarter of a full-size conversion."""
+# The mask stage's input keeps at least this many lines: its work frame has 180
+# (mask.resolution) and a model crop around a person 256 at most, upscaled at most 2x.
+MASK_INPUT_MIN_LINES = 360
+
+
+class ShrunkBgr:
+    """An I420 frame shrunk by the largest power of two that keeps MASK_INPUT_MIN_LINES
+    (720p and 1080p: half, 4K: a quarter), as BGR: the mask stage's input, for a
+    fraction of a full-size conversion."""
 
     def __init__(self) -> None:
         self._small_i420: np.ndarray | None = None
@@ -101,15 +107,18 @@ class HalfSizeBgr:
 
     def convert(self, i420: np.ndarray) -> np.ndarray:
         width, height = frame_size(i420)
-        half_w, half_h = (width // 2) & ~1, (height // 2) & ~1
-        if self._small_i420 is None or frame_size(self._small_i420) != (half_w, half_h):
-            self._small_i420 = empty(half_w, half_h)
-            self._bgr = np.empty((half_h, half_w, 3), np.uint8)
+        factor = 2
+        while height // (factor * 2) >= MASK_INPUT_MIN_LINES:
+            factor *= 2
+        small_w, small_h = (width // factor) & ~1, (height // factor) & ~1
+        if self._small_i420 is None or frame_size(self._small_i420) != (small_w, small_h):
+            self._small_i420 = empty(small_w, small_h)
+            self._bgr = np.empty((small_h, small_w, 3), np.uint8)
         for source, target in zip(planes(i420), planes(self._small_i420), strict=True):
             cv2.resize(source, (target.shape[1], target.shape[0]), dst=target, interpolation=cv2.INTER_AREA)
         return cv2.cvtColor(self._small_i420, cv2.COLOR_YUV2BGR_I420, dst=self._bgr)
 
     @property
     def last_i420(self) -> np.ndarray | None:
-        """The last frame given to `convert` at half size, still I420 (the blur starts from it)."""
+        """The last frame given to `convert`, at that smaller size and still I420 (the blur starts from it)."""
         return self._small_i420

@@ -209,7 +209,7 @@ class Pipeline:
         # The mask stage's thread and its two alternating result slots (see _matte).
         self._mask_stage = ThreadPoolExecutor(max_workers=1, thread_name_prefix="privacycam-mask")
         self._matte_copies: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] = ({}, {})
-        self._half_size_bgr = i420.HalfSizeBgr()  # the mask stage's input from I420 frames
+        self._shrunk_bgr = i420.ShrunkBgr()  # the mask stage's input from I420 frames
         self._copy_slot = 0
         self._pending: _Masked | None = None  # masked, not yet composited
         self._mask_ms = _Average()  # how long a frame's mask takes
@@ -329,12 +329,12 @@ class Pipeline:
         frame being composited keeps the other."""
         t0 = time.perf_counter()
         planar = i420.is_i420(masked.image)
-        # I420 frames are masked from a half-size BGR copy: no full-size BGR frame is ever made
-        image = self._half_size_bgr.convert(masked.image) if planar else masked.image
+        # I420 frames are masked from a shrunk BGR copy (i420.ShrunkBgr): no full-size BGR frame is made
+        image = self._shrunk_bgr.convert(masked.image) if planar else masked.image
         alpha = matter.alpha_for(image, masked.frame.timestamp_ms)
         masked.alpha = _copy_into(copies, "alpha", alpha)
         if self._compositor.blurs:  # an image or colour background never looks at the frame
-            downscaled = self._half_size_bgr.last_i420 if planar else matter.work_frame
+            downscaled = self._shrunk_bgr.last_i420 if planar else matter.work_frame
             masked.downscaled = _copy_into(copies, "downscaled", downscaled)
         masked.segment_ms = matter.last_segment_ms
         masked.mask_ms = (time.perf_counter() - t0) * 1000 - masked.segment_ms

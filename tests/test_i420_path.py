@@ -126,7 +126,7 @@ def test_i420_compositing_matches_the_bgr_path_within_two_grey_levels(mode):
     frames = sorted((folder / "frames").glob("*.jpg"))[:3]
     bgr_path, i420_path = Compositor(BackgroundConfig(mode=mode)), Compositor(BackgroundConfig(mode=mode))
     from_half_size = Compositor(BackgroundConfig(mode=mode))
-    half_size = i420.HalfSizeBgr()
+    half_size = i420.ShrunkBgr()
     for path in frames:
         bgr = cv2.imread(str(path))
         planar = i420.from_bgr(bgr)  # the same frame
@@ -158,9 +158,18 @@ def test_mjpeg_planes_give_what_the_bgr_decode_converted_to_i420_gives():
     assert np.percentile(chroma, 99) <= 3
 
 
-def test_half_size_bgr_for_the_mask_stage():
+def test_shrunk_bgr_for_the_mask_stage():
     bgr = cv2.imread(str(sequence("davis2016_lucia") / "frames" / "00000.jpg"))
-    half = i420.HalfSizeBgr().convert(i420.from_bgr(bgr))
+    half = i420.ShrunkBgr().convert(i420.from_bgr(bgr))
     assert half.shape == (240, 426, 3)
     expected = cv2.resize(bgr, (426, 240), interpolation=cv2.INTER_AREA)
     assert np.abs(half.astype(int) - expected).mean() < 3
+
+
+@pytest.mark.parametrize(
+    "size, small", [((1280, 720), (640, 360)), ((1920, 1080), (960, 540)), ((3840, 2160), (960, 540))]
+)
+def test_the_mask_stage_input_keeps_at_least_360_lines(size, small):
+    width, height = size
+    shrunk = i420.ShrunkBgr().convert(i420.empty(width, height))
+    assert (shrunk.shape[1], shrunk.shape[0]) == small
