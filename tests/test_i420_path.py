@@ -10,7 +10,7 @@ import pyvirtualcam
 from conftest import laplacian_variance, read_gray, sequence
 
 from privacycam import compositing, i420, pipeline
-from privacycam.compositing import Compositor
+from privacycam.compositing import Compositor, cover
 from privacycam.config import BackgroundConfig, Config, OutputConfig
 from privacycam.pipeline import Pipeline, PrivacyState
 from privacycam.sinks import open_sink
@@ -18,7 +18,7 @@ from privacycam.sinks.virtual_camera import VirtualCameraSink
 from privacycam.sources import LatestFrameFeed
 from privacycam.sources.mjpeg import MjpegDecoder, MjpegFileSource
 
-WIDTH, HEIGHT = 854, 480  # the DAVIS frames' own size: their JPEGs are sent unchanged
+WIDTH, HEIGHT = 1280, 720  # a webcam's MJPEG size
 READY_FRAMES_KEPT = 8
 
 
@@ -47,11 +47,20 @@ class RecordingBackend:
 
 @pytest.fixture(scope="module")
 def camera_stream(tmp_path_factory):
-    """lucia's JPEG frames, byte for byte, as one MJPEG stream: what a webcam sends."""
-    frames = sorted((sequence("davis2016_lucia") / "frames").glob("*.jpg"))
+    """lucia's frames at 720p as one MJPEG stream of 4:2:2 JPEGs, what a webcam sends; the
+    JPEG bytes and the ground truth of each, at that size."""
+    folder = sequence("davis2016_lucia")
+    params = [cv2.IMWRITE_JPEG_QUALITY, 85, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422]
+    jpegs, truths = [], []
+    for path in sorted((folder / "frames").glob("*.jpg"))[:20]:
+        jpegs.append(cv2.imencode(".jpg", cover(cv2.imread(str(path)), WIDTH, HEIGHT), params)[1].tobytes())
+        mask = cv2.resize(
+            read_gray(folder / "masks" / f"{path.stem}.png"), (1281, 720), interpolation=cv2.INTER_NEAREST
+        )
+        truths.append(cover(mask, WIDTH, HEIGHT) > 127)
     stream = tmp_path_factory.mktemp("camera") / "lucia.mjpeg"
-    stream.write_bytes(b"".join(path.read_bytes() for path in frames))
-    return stream, frames
+    stream.write_bytes(b"".join(jpegs))
+    return stream, jpegs, truths
 
 
 def _count_calls(monkeypatch, owner, name: str, calls: list) -> None:
@@ -65,7 +74,7 @@ def _count_calls(monkeypatch, owner, name: str, calls: list) -> None:
 
 
 def test_mjpeg_bytes_reach_the_virtual_camera_as_filtered_i420_without_a_bgr_frame(camera_stream, monkeypatch):
-    stream, jpegs = camera_stream
+    stream, jpegs, truths = camera_stream
     RecordingBackend.instances.clear()
     pyvirtualcam.register_backend("recording-i420", RecordingBackend)
     # Every way the pipeline makes a full-size BGR frame, counted: none may run.
@@ -74,6 +83,9 @@ def test_mjpeg_bytes_reach_the_virtual_camera_as_filtered_i420_without_a_bgr_fra
     _count_calls(monkeypatch, compositing.Compositor, "_blend_into_out", bgr_made)
     _count_calls(monkeypatch, compositing, "cover", bgr_made)
     _count_calls(monkeypatch, pipeline, "cover", bgr_made)
+    mask_inputs: list[tuple[int, ...]] = []
+    convert = i420.ShrunkBgr.convert
+    monkeypatch.setattr(i420.ShrunkBgr, "convert", lambda self, f: mask_inputs.append(f.shape) or convert(self, f))
     composited: list[tuple[int, ...]] = []
     compose = Compositor.compose
 
@@ -104,15 +116,15 @@ def test_mjpeg_bytes_reach_the_virtual_camera_as_filtered_i420_without_a_bgr_fra
 
     assert bgr_made == [], "a full-size BGR frame was made between the camera and the virtual camera"
     assert composited and all(shape == (HEIGHT * 3 // 2, WIDTH) for shape in composited)
+    assert mask_inputs and all(shape == (HEIGHT * 3 // 2, WIDTH) for shape in mask_inputs)
+    assert run._shrunk_bgr.last_i420.shape == (HEIGHT * 3 // 4, WIDTH // 2), "the mask stage sees a half-size copy"
     device = RecordingBackend.instances[-1].frames
     decoder = MjpegDecoder("i420")
-    masks = sequence("davis2016_lucia") / "masks"
     assert len(sent) == READY_FRAMES_KEPT
     for index, position in sent[3:]:  # the first frames after the model is ready may still be hidden
         out = device[position].reshape(HEIGHT * 3 // 2, WIDTH)
-        jpeg = jpegs[index % len(jpegs)]
-        original = decoder.decode(jpeg.read_bytes())
-        gt = read_gray(masks / f"{jpeg.stem}.png") > 127
+        original = decoder.decode(jpegs[index % len(jpegs)])
+        gt = truths[index % len(truths)]
         person = cv2.erode(gt.view(np.uint8), np.ones((7, 7), np.uint8)) > 0
         far = cv2.dilate(gt.view(np.uint8), np.ones((61, 61), np.uint8)) == 0
         out_y, original_y = i420.planes(out)[0], i420.planes(original)[0]
@@ -154,15 +166,15 @@ def test_mjpeg_planes_give_what_the_bgr_decode_converted_to_i420_gives():
     via_bgr = i420.from_bgr(MjpegDecoder("bgr").decode(jpeg))
     luma = np.abs(i420.planes(planar)[0].astype(int) - i420.planes(via_bgr)[0])
     assert np.percentile(luma, 99.9) <= 2 and luma.mean() < 0.75
-    chroma = np.abs(planar[HEIGHT:].astype(int) - via_bgr[HEIGHT:])
+    chroma = np.abs(planar[480:].astype(int) - via_bgr[480:])  # the DAVIS frames are 854x480
     assert np.percentile(chroma, 99) <= 3
 
 
 def test_shrunk_bgr_for_the_mask_stage():
-    bgr = cv2.imread(str(sequence("davis2016_lucia") / "frames" / "00000.jpg"))
+    bgr = cover(cv2.imread(str(sequence("davis2016_lucia") / "frames" / "00000.jpg")), 1280, 720)
     half = i420.ShrunkBgr().convert(i420.from_bgr(bgr))
-    assert half.shape == (240, 426, 3)
-    expected = cv2.resize(bgr, (426, 240), interpolation=cv2.INTER_AREA)
+    assert half.shape == (360, 640, 3)
+    expected = cv2.resize(bgr, (640, 360), interpolation=cv2.INTER_AREA)
     assert np.abs(half.astype(int) - expected).mean() < 3
 
 
