@@ -2,6 +2,11 @@
 
 source -> segmenter -> mask -> compositor -> a sink that converts to I420 like the
 virtual camera does, then drops the frame. Progress goes to stderr, never stdout.
+
+The default source is what a webcam sends at 720p and 1080p: MJPEG, made once
+from a real clip in ../shared/data at the requested size (cached), decoded
+frame by frame on the capture thread. `--input synthetic` measures the built-in
+scene instead, which no camera produces and which costs less.
 """
 
 from __future__ import annotations
@@ -13,20 +18,60 @@ import os
 import resource
 import sys
 import time
+from pathlib import Path
 
-import cv2
 import numpy as np
 
+from privacycam import i420
 from privacycam.config import load_config
+from privacycam.errors import SourceError
 from privacycam.pipeline import Pipeline, PrivacyState
 from privacycam.sinks import publishable_size
 from privacycam.sources import LatestFrameFeed, SequentialFeed, open_source
 from privacycam.sources.base import Frame, FrameSource
+from privacycam.sources.mjpeg import CLIP_JPEG_QUALITY, MjpegFileSource, make_mjpeg_clip
 from privacycam.sources.synthetic import SyntheticSource
 
 log = logging.getLogger(__name__)
 
 WARMUP_FRAMES = 20
+REAL = "real"
+REPO = Path(__file__).resolve().parents[1]
+# A person juggling indoors, 1280x720 at 24 fps: the closest clip in ../shared/data to a webcam view.
+REAL_FOOTAGE = REPO.parent / "shared" / "data" / "sam2_juggle_unlabeled" / "video.mp4"
+# Frames kept in the cached MJPEG clip (looped): 5 s at 24 fps, ~40 MB at 1080p.
+REAL_FOOTAGE_FRAMES = 120
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME")
+    return Path(base) / "privacycam" / "bench" if base else REPO / ".cache" / "bench"
+
+
+def real_footage_clip(width: int, height: int) -> Path:
+    """The real clip as MJPEG at width x height, made on first use and cached."""
+    clip = cache_dir() / f"{REAL_FOOTAGE.parent.name}_{width}x{height}_q{CLIP_JPEG_QUALITY}.mjpeg"
+    if clip.is_file():
+        return clip
+    if not REAL_FOOTAGE.is_file():
+        raise SourceError(
+            f"real footage {REAL_FOOTAGE} is missing",
+            "put the shared data beside the repository (../shared/data), or give --input synthetic or a video file",
+        )
+    print(f"bench: making {clip} from {REAL_FOOTAGE} (once)", file=sys.stderr)
+    return make_mjpeg_clip(REAL_FOOTAGE, clip, width, height, REAL_FOOTAGE_FRAMES)
+
+
+def open_bench_source(
+    spec: str, config, width: int, height: int, fps: float, pixel_format: str = "i420"
+) -> FrameSource:
+    """pixel_format: what the real footage's JPEGs decode to (the references filter BGR)."""
+    if spec == REAL:
+        clip = real_footage_clip(width, height)
+        return EndlessSource(lambda: MjpegFileSource(clip, fps, loop=True, pixel_format=pixel_format))
+    if spec == "synthetic":
+        return SyntheticSource(width, height, fps)
+    return EndlessSource(lambda: open_source(spec, config.camera))
 
 
 def process_age_ms() -> float:
@@ -68,7 +113,7 @@ class EndlessSource:
 
 
 class EncodingDropSink:
-    """Converts to I420 exactly as the virtual camera sink does, then drops the frame.
+    """Takes frames as the virtual camera sink does (BGR converted to I420, I420 as is), then drops them.
 
     Also marks where the measured run starts: after the model is ready and a
     warm-up, CPU time and stage timings are reset.
@@ -76,6 +121,7 @@ class EncodingDropSink:
 
     description = "bench (I420 then drop)"
     consumer_watching = True
+    takes_i420 = True
 
     def __init__(self, width: int, height: int, frames: int) -> None:
         self._i420 = np.empty((height * 3 // 2, width), np.uint8)
@@ -88,7 +134,8 @@ class EncodingDropSink:
         self.dropped_start = 0
 
     def send(self, image: np.ndarray, frame: Frame | None) -> None:
-        cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420, dst=self._i420)
+        if not i420.is_i420(image):
+            i420.from_bgr(image, self._i420)
         pipeline = self.pipeline
         if frame is None or pipeline is None or pipeline.status.segmenter == "loading":
             return
@@ -122,11 +169,7 @@ def bench_command(args: argparse.Namespace) -> int:
         print(f"bench: the virtual camera needs even sizes (I420): measuring {width}x{height}", file=sys.stderr)
     config, _ = load_config(args.config)
     config = config.with_overrides(privacy={"start": True}, camera={"width": width, "height": height})
-    if args.input:
-        make = lambda: open_source(args.input, config.camera)  # noqa: E731
-        source = EndlessSource(make)
-    else:
-        source = SyntheticSource(width, height, args.fps or 30.0)
+    source = open_bench_source(args.input, config, width, height, args.fps or 30.0)
     if args.fps:
         # Paced like a camera: the capture thread produces at F fps whether we keep up or not.
         feed = LatestFrameFeed(lambda: source, pace_fps=args.fps, first_source=source)
@@ -148,6 +191,7 @@ def bench_command(args: argparse.Namespace) -> int:
         (pipeline.status.first_output_at - _process_start_perf()) * 1000 if pipeline.status.first_output_at else None
     )
     result = {
+        "input": source.description,
         "width": width,
         "height": height,
         "frames": times.frames,

@@ -62,7 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="measure fps, CPU, latency of the real pipeline; prints JSON")
     _add_config(bench)
-    bench.add_argument("--input", metavar="SRC", help="default: built-in synthetic scene")
+    bench.add_argument(
+        "--input",
+        metavar="SRC",
+        default="real",
+        help="real (default: MJPEG made from a real clip in ../shared/data, decoded like a webcam's), "
+        "synthetic (the built-in scene), or any `run --input` source",
+    )
     bench.add_argument("--width", type=_positive(int), default=1280)
     bench.add_argument("--height", type=_positive(int), default=720)
     bench.add_argument("--frames", type=_positive(int), default=300)

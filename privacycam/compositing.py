@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from privacycam import i420
 from privacycam.config import BackgroundConfig
 from privacycam.errors import ConfigError
 from privacycam.image_file import PictureError, read_picture
@@ -119,17 +120,25 @@ class Compositor:
     def compose(self, frame: np.ndarray, alpha: np.ndarray, downscaled: np.ndarray | None = None) -> np.ndarray:
         """alpha: float32 [0,1] person matte at any resolution (upsampled here).
 
-        downscaled: optionally this very frame already shrunk (the mask stage's
-        working image), so the blur need not shrink the full frame a second time.
+        frame: BGR, or I420 (`privacycam.i420`): then the result is I420 too, blurred
+        and blended plane by plane, Y at full size and U/V at quarter size.
+        downscaled: optionally this very frame already shrunk, in the frame's format (the
+        mask stage's working image, or its shrunk I420 copy), so the blur need not shrink
+        the full frame a second time.
         Returns an internal buffer, valid until the next call.
         """
         self._prepare(frame)
-        self._background(frame, alpha, self._out, downscaled)
+        out = self._output(frame)
+        self._background(frame, alpha, out, downscaled)
         box = _person_box(alpha, self._full_size)
-        if box is not None:
-            self._upsample_alpha_in(box, alpha)
+        if box is None:
+            return out
+        self._upsample_alpha_in(box, alpha)
+        if i420.is_i420(frame):
+            self._blend_planes(frame, box)
+        else:
             self._blend_into_out(frame, box)
-        return self._out
+        return out
 
     @property
     def blurs(self) -> bool:
@@ -137,20 +146,35 @@ class Compositor:
         return self.config.mode == "blur"
 
     def compose_hidden(self, frame: np.ndarray) -> np.ndarray:
-        """Fail-closed frame: background only, the person hidden too."""
+        """Fail-closed frame: background only, the person hidden too (BGR or I420, as the frame)."""
         self._prepare(frame)
-        return self._background(frame, None, self._out)
+        return self._background(frame, None, self._output(frame))
+
+    def _output(self, frame: np.ndarray) -> np.ndarray:
+        """The output buffer for the frame's format, allocated on first use per size."""
+        width, height = self._full_size
+        if i420.is_i420(frame):
+            if self._out_i420 is None:
+                self._out_i420 = i420.empty(width, height)
+            return self._out_i420
+        if self._out is None:
+            self._out = np.empty((height, width, 3), np.uint8)
+            self._alpha3 = np.empty((height, width, 3), np.uint8)
+        return self._out
 
     def _prepare(self, frame: np.ndarray) -> None:
-        height, width = frame.shape[:2]
+        width, height = i420.frame_size(frame)
         if self._size == (width, height):
             return
         self._size = self._full_size = (width, height)
         shape = (height, width)
         self._alpha_u8 = np.empty(shape, np.uint8)
         self._alpha_small_u8: np.ndarray | None = None
-        self._alpha3 = np.empty((*shape, 3), np.uint8)
-        self._out = np.empty((*shape, 3), np.uint8)
+        self._out: np.ndarray | None = None
+        self._out_i420: np.ndarray | None = None
+        self._half_size = (width // 2, height // 2)
+        self._alpha_half_u8 = np.empty((height // 2, width // 2), np.uint8)
+        self._plane_scratch = np.empty(shape, np.uint8)
         sigma = self.config.blur_strength * height / BLUR_REFERENCE_HEIGHT
         downscale = int(np.clip(sigma / SMALL_BLUR_SIGMA, 1, MAX_BLUR_DOWNSCALE))
         small_w = max(8, round(width / downscale))
@@ -158,9 +182,11 @@ class Compositor:
         self._small_size = (small_w, small_h)
         self._small_sigma = max(0.8, sigma * small_h / height)
         self._small_u8 = np.empty((small_h, small_w, 3), np.uint8)
+        self._small_planes = [np.empty((small_h, small_w), np.uint8) for _ in range(3)]
         self._pyramids: dict[tuple[int, int], HalvingPyramid] = {}  # per source size: the frame, the mask's copy
         self._small = np.empty((small_h, small_w, 3), np.float32)
         self._weight = np.empty((small_h, small_w), np.float32)
+        self._fixed_bg_i420: np.ndarray | None = None
         if self.config.mode == "image":
             self._fixed_bg = cover(self._source_image, width, height)
         elif self.config.mode == "color":
@@ -172,8 +198,10 @@ class Compositor:
     ) -> np.ndarray:
         """Writes the full-size background into `out` and returns it."""
         if not self.blurs:
-            np.copyto(out, self._fixed_bg)
+            np.copyto(out, self._fixed_background_for(frame))
             return out
+        if i420.is_i420(frame):
+            return self._blurred_planes(frame if downscaled is None else downscaled, alpha, out)
         # Shrinking the full frame is the blur's biggest cost (0.8 ms at 720p):
         # start from the smaller copy when there is one at least the blur's size.
         small_w, small_h = self._small_size
@@ -187,6 +215,35 @@ class Compositor:
             pyramid = self._pyramids[(width, height)] = HalvingPyramid(width, height, small_w, small_h)
         pyramid.set_frame(source)
         pyramid.resize_region(0, 0, width, height, self._small_u8)
+        upscale_into(self._blur_small(alpha), out, self._full_size)
+        return out
+
+    def _fixed_background_for(self, frame: np.ndarray) -> np.ndarray:
+        if not i420.is_i420(frame):
+            return self._fixed_bg
+        if self._fixed_bg_i420 is None:
+            self._fixed_bg_i420 = i420.from_bgr(self._fixed_bg)
+        return self._fixed_bg_i420
+
+    def _blurred_planes(self, frame: np.ndarray, alpha: np.ndarray | None, out: np.ndarray) -> np.ndarray:
+        """The blurred background of an I420 frame (or a smaller copy of it): Y, U and V shrunk
+        to the blur's one small size (so one halo-free blur serves all three), then each
+        enlarged to its plane's size in `out`."""
+        small_w, small_h = self._small_size
+        for plane, small in zip(i420.planes(frame), self._small_planes, strict=True):
+            # whole-number ratios at the usual sizes (720p, from the shrunk copy: 4 for Y, 2 for
+            # U/V): INTER_AREA's fast path. From the shrunk copy: 0.35 ms less at 720p than from the frame.
+            cv2.resize(plane, (small_w, small_h), dst=small, interpolation=cv2.INTER_AREA)
+        cv2.merge(self._small_planes, dst=self._small_u8)
+        blurred = self._blur_small(alpha)
+        half = self._half_size
+        for channel, (plane, small) in enumerate(zip(i420.planes(out), self._small_planes, strict=True)):
+            cv2.extractChannel(blurred, channel, dst=small)
+            upscale_into(small, plane, self._full_size if channel == 0 else half)
+        return out
+
+    def _blur_small(self, alpha: np.ndarray | None) -> np.ndarray:
+        """Blur `_small_u8` (3 channels of any colour space); uint8 result at the small size."""
         np.copyto(self._small, self._small_u8)
         sigma = self._small_sigma
         blurred = _blur(self._small, sigma)
@@ -201,9 +258,24 @@ class Compositor:
             weighted += blurred * HALO_FREE_FLOOR
             density += HALO_FREE_FLOOR
             blurred = weighted / density[..., None]
-        blurred_u8 = cv2.convertScaleAbs(blurred)
-        upscale_into(blurred_u8, out, self._full_size)
-        return out
+        return cv2.convertScaleAbs(blurred)
+
+    def _blend_planes(self, frame: np.ndarray, box: tuple[slice, slice]) -> None:
+        """The I420 blend inside the person's box: Y with the full-size matte, U/V with the
+        matte upsampled once more, to their quarter size (within the half-size box)."""
+        rows, cols = box
+        half_rows = slice(rows.start // 2, (rows.stop + 1) // 2)
+        half_cols = slice(cols.start // 2, (cols.stop + 1) // 2)
+        upscale_into(
+            self._alpha_small_u8,
+            self._alpha_half_u8[half_rows, half_cols],
+            self._half_size,
+            (half_cols.start, half_rows.start),
+        )
+        frame_planes, out_planes = i420.planes(frame), i420.planes(self._out_i420)
+        for index, (source, target) in enumerate(zip(frame_planes, out_planes, strict=True)):
+            region, weights = (box, self._alpha_u8) if index == 0 else ((half_rows, half_cols), self._alpha_half_u8)
+            _blend_plane(source[region], target[region], weights[region], self._plane_scratch[region])
 
     def _upsample_alpha_in(self, box: tuple[slice, slice], alpha: np.ndarray) -> None:
         """`upsample_alpha`, but only for the full-size pixels inside box:
@@ -227,6 +299,14 @@ class Compositor:
         cv2.bitwise_not(weights, dst=weights)
         cv2.multiply(frame[rows, cols], weights, dst=weights, scale=1 / 255)
         cv2.add(weights, out, dst=out)
+
+
+def _blend_plane(frame: np.ndarray, out: np.ndarray, alpha: np.ndarray, scratch: np.ndarray) -> None:
+    """out = frame * a + out * (1 - a) for one plane, the BGR blend's very steps."""
+    cv2.bitwise_not(alpha, dst=scratch)
+    cv2.multiply(out, scratch, dst=out, scale=1 / 255)
+    cv2.multiply(frame, alpha, dst=scratch, scale=1 / 255)
+    cv2.add(scratch, out, dst=out)
 
 
 def _person_box(alpha: np.ndarray, full_size: tuple[int, int]) -> tuple[slice, slice] | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from privacycam import i420
 from privacycam.config import Config, load_config
 from privacycam.errors import SinkError, SourceError
 from privacycam.mask import Matter, upsample_alpha
@@ -38,9 +39,11 @@ def matte_frames(
         index = 0
         alpha: np.ndarray | None = None
         while (frame := source.read()) is not None:
-            height, width = frame.image.shape[:2]
+            # MJPEG files and cameras give I420: the matte's frames are BGR (the full-size one is wanted here)
+            image = i420.to_bgr(frame.image) if i420.is_i420(frame.image) else frame.image
+            height, width = image.shape[:2]
             if index % every_nth == 0 or alpha is None or alpha.shape != (height, width):
-                alpha = upsample_alpha(matter.alpha_for(frame.image, int(timestamp_ms)), width, height)
+                alpha = upsample_alpha(matter.alpha_for(image, int(timestamp_ms)), width, height)
             # else: an in-between frame (segmenter.every_nth_frame > 1) gets the last matte, as in `run`
             timestamp_ms += frame_ms
             index += 1

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from privacycam import i420
 from privacycam.compositing import Compositor, cover
 from privacycam.config import Config, SegmenterConfig
 from privacycam.errors import ConfigError, ModelError, PrivacyCamError, SourceError
@@ -198,6 +199,7 @@ class Pipeline:
         # The mask stage's thread and its two alternating result slots (see _matte).
         self._mask_stage = ThreadPoolExecutor(max_workers=1, thread_name_prefix="privacycam-mask")
         self._matte_copies: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] = ({}, {})
+        self._shrunk_bgr = i420.ShrunkBgr()  # the mask stage's input from I420 frames
         self._copy_slot = 0
         self._pending: _Masked | None = None  # masked, not yet composited
         self._mask_ms = _Average()  # how long a frame's mask takes
@@ -322,11 +324,15 @@ class Pipeline:
         by its next frame, so the results are copied into one of two slots that alternate: the
         frame being composited keeps the other."""
         t0 = time.perf_counter()
-        alpha = matter.alpha_for(masked.image, masked.frame.timestamp_ms)
+        planar = i420.is_i420(masked.image)
+        # I420 frames are masked from a shrunk BGR copy (i420.ShrunkBgr): no full-size BGR frame is made
+        image = self._shrunk_bgr.convert(masked.image) if planar else masked.image
+        alpha = matter.alpha_for(image, masked.frame.timestamp_ms)
         check_matte(matter, alpha)  # a matte that cannot be right fails this frame closed
         masked.alpha = _copy_into(copies, "alpha", alpha)
         if self._compositor.blurs:  # an image or colour background never looks at the frame
-            masked.downscaled = _copy_into(copies, "downscaled", matter.work_frame)
+            downscaled = self._shrunk_bgr.last_i420 if planar else matter.work_frame
+            masked.downscaled = _copy_into(copies, "downscaled", downscaled)
         masked.segment_ms = matter.last_segment_ms
         masked.mask_ms = (time.perf_counter() - t0) * 1000 - masked.segment_ms
 
@@ -376,6 +382,8 @@ class Pipeline:
 
     def _send(self, image: np.ndarray, shows: Shows, frame: Frame | None) -> None:
         t0 = time.perf_counter()
+        if i420.is_i420(image) and not getattr(self.sink, "takes_i420", False):
+            image = i420.to_bgr(image)  # files and the preview want BGR: converted once, here at the edge
         self.gate.publish(image, shows, frame)
         now = time.perf_counter()
         self.times.sink += (now - t0) * 1000
@@ -413,8 +421,10 @@ class Pipeline:
 
     def _fit(self, image: np.ndarray) -> np.ndarray:
         width, height = self.size
-        if image.shape[1] == width and image.shape[0] == height:
+        if i420.frame_size(image) == (width, height):
             return image
+        if i420.is_i420(image):  # a camera that gives another size: scaled in BGR (rare, not the hot path)
+            image = i420.to_bgr(image)
         return cover(image, width, height)
 
     # -- state changes -----------------------------------------------------------

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import first_frames, run_cli
+from conftest import cli_env, first_frames, run_cli
 
 KEYS = {
+    "input",
     "width",
     "height",
     "frames",
@@ -22,17 +23,24 @@ KEYS = {
 }
 
 
-def _bench(*args: str) -> dict:
-    result = run_cli("bench", *args)
+def _bench(*args: str, env: dict | None = None) -> dict:
+    return json.loads(_bench_run(*args, env=env).stdout)
+
+
+def _bench_run(*args: str, env: dict | None = None):
+    result = run_cli("bench", *args, env=env)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1, "stdout must hold only the JSON object"
-    return json.loads(lines[0])
+    return result
 
 
 @pytest.mark.parametrize("paced", [False, True])
-def test_bench_json_contract(paced):
-    args = ["--width", "320", "--height", "240", "--frames", "15"] + (["--fps", "30"] if paced else [])
+@pytest.mark.parametrize("source", ["real", "synthetic"])
+def test_bench_json_contract(paced, source):
+    args = ["--input", source, "--width", "320", "--height", "240", "--frames", "15"] + (
+        ["--fps", "30"] if paced else []
+    )
     figures = _bench(*args)
     assert set(figures) == KEYS
     assert (figures["width"], figures["height"], figures["frames"]) == (320, 240, 15)
@@ -57,3 +65,22 @@ def test_bench_measures_odd_sizes_at_the_even_size_the_virtual_camera_publishes(
     # I420 needs even sides: the virtual camera publishes 320x240 for 321x241 frames
     figures = _bench("--width", "321", "--height", "241", "--frames", "5")
     assert (figures["width"], figures["height"], figures["frames"]) == (320, 240, 5)
+
+
+def test_bench_measures_real_mjpeg_footage_by_default_and_makes_the_clip_once(tmp_path):
+    env = cli_env(XDG_CACHE_HOME=str(tmp_path / "cache"))
+    first = _bench_run("--width", "320", "--height", "180", "--frames", "5", "--fps", "30", env=env)
+    figures = json.loads(first.stdout)
+    clip = tmp_path / "cache" / "privacycam" / "bench" / "sam2_juggle_unlabeled_320x180_q85.mjpeg"
+    assert figures["input"] == f"MJPEG {clip}"
+    assert clip.read_bytes()[:2] == b"\xff\xd8", "the clip is a stream of JPEG images, as a webcam sends"
+    assert "making" in first.stderr
+    made_at = clip.stat().st_mtime_ns
+    again = _bench_run("--width", "320", "--height", "180", "--frames", "5", env=env)
+    assert "making" not in again.stderr and clip.stat().st_mtime_ns == made_at
+
+
+def test_bench_without_the_real_footage_says_what_to_give_instead(tmp_path):
+    result = run_cli("bench", "--input", str(tmp_path / "nothing.mjpeg"), "--frames", "5")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "does not exist" in result.stderr

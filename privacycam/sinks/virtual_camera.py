@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import pyvirtualcam
 
+from privacycam import i420
 from privacycam.errors import SinkError
 from privacycam.sinks import loopback_timeout
 from privacycam.sinks.reader_watch import ReaderWatch
@@ -98,6 +99,7 @@ def find_device_by_label(label: str, sysfs: str = SYSFS_VIDEO) -> str | None:
 class VirtualCameraSink:
     # v4l2loopback hands a reader that opens the device the last frame written
     keeps_last_frame = True
+    takes_i420 = True  # I420 frames go out as they are; BGR ones (placeholders) are converted
 
     def __init__(
         self, width: int, height: int, fps: float, device: str | None, label: str, backend: str | None
@@ -147,9 +149,10 @@ class VirtualCameraSink:
         return self.timeout_image_active
 
     def send(self, image: np.ndarray, frame: Frame | None) -> None:
-        cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420, dst=self._i420)
+        if not i420.is_i420(image):
+            image = i420.from_bgr(image, self._i420)
         try:
-            self._camera.send(self._i420)
+            self._camera.send(image)
         except (RuntimeError, OSError) as exc:
             raise SinkError(
                 f"writing to {self.device} failed ({exc})",

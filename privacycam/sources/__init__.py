@@ -11,6 +11,7 @@ from privacycam.sources.base import Frame, FrameSource
 from privacycam.sources.camera import CameraSource
 from privacycam.sources.feed import LatestFrameFeed, SequentialFeed
 from privacycam.sources.image_folder import ImageFolderSource
+from privacycam.sources.mjpeg import MJPEG_SUFFIXES, MjpegFileSource
 from privacycam.sources.synthetic import SyntheticSource
 from privacycam.sources.video_file import VideoFileSource
 
@@ -33,8 +34,8 @@ def is_camera(spec: int | str) -> bool:
 
 
 def open_source(spec: int | str, camera: CameraConfig) -> FrameSource:
-    """SRC of `privacycam run --input`: camera index or /dev path, video file, image folder,
-    or `synthetic`."""
+    """SRC of `privacycam run --input`: camera index or /dev path, video file, raw MJPEG
+    stream (.mjpeg), image folder, or `synthetic`."""
     if is_camera(spec):
         return CameraSource(spec, camera.width, camera.height, camera.fps, camera.fourcc)
     if spec == SYNTHETIC:
@@ -42,6 +43,8 @@ def open_source(spec: int | str, camera: CameraConfig) -> FrameSource:
     path = Path(os.path.expanduser(str(spec)))
     if path.is_dir():
         return ImageFolderSource(path, camera.fps)
+    if path.is_file() and path.suffix.lower() in MJPEG_SUFFIXES:
+        return MjpegFileSource(path, camera.fps)
     if path.is_file():
         return VideoFileSource(path, loop=False)
     raise SourceError(

@@ -11,7 +11,7 @@ import numpy as np
 
 @dataclass
 class Frame:
-    image: np.ndarray  # BGR uint8, HxWx3
+    image: np.ndarray  # BGR uint8 (h, w, 3), or I420 uint8 (h * 3 / 2, w): see privacycam.i420
     index: int  # 0-based position in the source
     name: str  # file stem for image folders, else the zero-padded index
     captured_at: float = field(default_factory=time.perf_counter)  # perf_counter seconds

@@ -1,4 +1,10 @@
-"""A V4L2 webcam through OpenCV, asked for size, fps and fourcc, read back for what it gave."""
+"""A V4L2 webcam through OpenCV, asked for size, fps and fourcc, read back for what it gave.
+
+MJPEG and YUYV frames are taken raw (OpenCV's CAP_PROP_CONVERT_RGB off) and
+turned into I420 here, the virtual camera's format, without a BGR frame:
+JPEGs by `MjpegDecoder`, YUYV by `i420.from_yuyv`. A backend that ignores the
+setting still hands BGR, which the pipeline takes as well.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,21 @@ import logging
 import os
 from pathlib import Path
 
+import av
 import cv2
+import numpy as np
 
+from privacycam import i420
 from privacycam.errors import SourceError
 from privacycam.sources.base import Frame
+from privacycam.sources.mjpeg import MjpegDecoder
 
 log = logging.getLogger(__name__)
+
+# Fourccs whose raw frames become I420 here.
+RAW_FOURCCS = ("MJPG", "YUYV")
+# A USB glitch now and then hands a truncated JPEG: skip it, but this many in a row means trouble.
+MAX_BAD_FRAMES_IN_A_ROW = 30
 
 
 def device_path(device: int | str) -> str:
@@ -68,11 +83,45 @@ class CameraSource:
                 fourcc,
                 fps,
             )
+        self._raw = got if got in RAW_FOURCCS and capture.set(cv2.CAP_PROP_CONVERT_RGB, 0) else None
+        self._decoder = MjpegDecoder("i420") if self._raw == "MJPG" else None
+        self._bad_in_a_row = 0
         self._capture = capture
 
     def read(self) -> Frame | None:
         if self._capture is None:
             self.open()
+        image = None
+        while image is None:
+            data = self._grab()
+            image = self._to_frame_image(data)
+        frame = Frame(image, self._index, f"{self._index:05d}")
+        self._index += 1
+        return frame
+
+    def _to_frame_image(self, data: np.ndarray) -> np.ndarray | None:
+        """The camera's buffer as BGR or I420; None for a damaged JPEG (skipped)."""
+        if data.ndim == 3 and data.shape[2] == 3:  # the backend converted after all
+            return data
+        if data.ndim == 3 and data.shape[2] == 2:
+            return i420.from_yuyv(data)
+        if self._decoder is None:
+            raise SourceError(f"camera {self.path} gives frames of shape {data.shape}", "set camera.fourcc: MJPG")
+        try:
+            image = self._decoder.decode(data.tobytes())
+        except (av.FFmpegError, ValueError) as exc:
+            self._bad_in_a_row += 1
+            if self._bad_in_a_row >= MAX_BAD_FRAMES_IN_A_ROW:
+                raise SourceError(
+                    f"camera {self.path} sends damaged JPEG frames ({exc})", "reconnect the camera"
+                ) from None
+            if self._bad_in_a_row == 1:
+                log.warning("camera %s sent a damaged JPEG frame (%s); skipping it", self.path, exc)
+            return None
+        self._bad_in_a_row = 0
+        return image
+
+    def _grab(self) -> np.ndarray:
         ok, image = self._capture.read()
         if not ok or image is None:
             self.close()
@@ -81,9 +130,7 @@ class CameraSource:
                 f"camera {self.path} " + ("was unplugged" if gone else "stopped delivering frames"),
                 "reconnect the camera; PrivacyCam retries on its own",
             )
-        frame = Frame(image, self._index, f"{self._index:05d}")
-        self._index += 1
-        return frame
+        return image
 
     def close(self) -> None:
         if self._capture is not None:

@@ -103,6 +103,15 @@ class LatestFrameFeed:
         if source is not None:
             source.close()
 
+    def _wait_until_due(self, last_due: float) -> float:
+        """Sleep until the slot after `last_due`; a late feed starts counting from now."""
+        due = last_due + 1.0 / self._pace_fps
+        delay = due - time.perf_counter()
+        if delay <= 0:
+            return time.perf_counter()
+        self._stop.wait(delay)
+        return due
+
     def _run(self) -> None:
         retry_s = RETRY_FIRST_S
         next_due = time.perf_counter()
@@ -119,6 +128,10 @@ class LatestFrameFeed:
                         log.info("%s is back", self._source.description)
                     self.error = None
                     retry_s = RETRY_FIRST_S
+                if self._pace_fps:
+                    # Like a camera: a frame is read (decoded) when it is due and handed on at once,
+                    # not decoded early and left to go cold in the cache while the thread sleeps.
+                    next_due = self._wait_until_due(next_due)
                 read_started = time.perf_counter()
                 frame = self._source.read()
                 read_ms = (time.perf_counter() - read_started) * 1000
@@ -142,13 +155,6 @@ class LatestFrameFeed:
                     self.finished = True
                     self._cond.notify_all()
                 return
-            if self._pace_fps:
-                next_due += 1.0 / self._pace_fps
-                delay = next_due - time.perf_counter()
-                if delay > 0:
-                    self._stop.wait(delay)
-                else:
-                    next_due = time.perf_counter()
             frame.read_ms = read_ms
             frame.captured_at = time.perf_counter()
             with self._cond:
