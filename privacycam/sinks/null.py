@@ -10,6 +10,7 @@ from privacycam.sources.base import Frame
 class NullSink:
     description = "null"
     consumer_watching = True
+    takes_i420 = True  # it looks at nothing: no conversion to BGR for it
 
     def __init__(self) -> None:
         self.frames_sent = 0
