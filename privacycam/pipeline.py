@@ -71,10 +71,12 @@ FAILURE_LOG_INTERVAL_S = 60.0
 OPENCV_ONE_THREAD_UP_TO_PIXELS = 1920 * 1080
 # A live loop that makes no step for this long is stuck in a stage (a hung model,
 # a blocked camera read): the placeholder goes out until it moves again. At least
-# STALL_AFTER_S, and STALL_STEPS times the usual step, so a machine that is merely
-# slow (an emulated CPU: seconds per frame) gets its frames, not placeholders between them.
+# STALL_AFTER_S, and STALL_STEPS times the slowest of the last STALL_HISTORY steps,
+# so a machine that is merely slow (an emulated CPU under load: 1-5 s per frame,
+# varying) gets its frames, not placeholders between them.
 STALL_AFTER_S = 2.0
-STALL_STEPS = 4
+STALL_STEPS = 3
+STALL_HISTORY = 30
 
 __all__ = ["Pipeline", "PrivacyState", "placeholder_image"]
 
@@ -176,6 +178,7 @@ class Pipeline:
         self.gate = PublishGate(sink, privacy, self._placeholder)
         self.gate.start()
         self.last_step_at = time.monotonic()  # the loop's heartbeat, for the stall watch
+        self._step_seconds: deque[float] = deque(maxlen=STALL_HISTORY)  # how long the last steps took
         if not live:
             # Offline every frame waits for its own mask: a slow model runs in line.
             segmenter_factory = _in_line(segmenter_factory)
@@ -227,7 +230,9 @@ class Pipeline:
         stall_watch = self.gate.watch_stalls(lambda: self.last_step_at, self._stall_after_s, PLACEHOLDER_FPS)
         try:
             while not self.stop_event.is_set():
-                self.last_step_at = time.monotonic()
+                now = time.monotonic()
+                self._step_seconds.append(now - self.last_step_at)
+                self.last_step_at = now
                 if self._frame_limit_reached():
                     break
                 self._apply_pending_config()
@@ -285,8 +290,7 @@ class Pipeline:
         return True
 
     def _stall_after_s(self) -> float:
-        usual_step_s = (self._mask_ms.value + self._publish_ms.value) / 1000
-        return max(STALL_AFTER_S, STALL_STEPS * usual_step_s)
+        return max(STALL_AFTER_S, STALL_STEPS * max(self._step_seconds, default=0.0))
 
     def _frame_limit_reached(self) -> bool:
         return self._max_frames is not None and self.status.frames_out >= self._max_frames
