@@ -28,10 +28,12 @@ from privacycam.sources.base import Frame
 log = logging.getLogger(__name__)
 
 SYSFS_VIDEO = "/sys/class/video4linux"
-# The driver shows the timeout image after this long without a frame from us (a
-# crash, SIGKILL, a stall the stall watch cannot cover). Placeholders go out 5
-# times a second while idle, so this never fires while PrivacyCam runs normally.
-DEVICE_TIMEOUT_MS = 3000
+# The driver shows the timeout image after this long without a frame from us: a
+# crash or SIGKILL (while PrivacyCam runs, its own stall watch publishes the
+# placeholder first, placeholders go out 5 times a second while idle). Longer
+# than the gap between frames of a slow machine: in the emulated e2e guest under
+# load frames came 3-5 s apart, and a 3 s timeout put placeholders between them.
+DEVICE_TIMEOUT_MS = 10_000
 RELOAD_HELP = (
     "v4l2loopback 0.12.x cannot reopen a device for output once a writer closed it "
     "(pyvirtualcam #61, v4l2loopback #442). Reload the module: "
