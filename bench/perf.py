@@ -47,40 +47,19 @@ class Job:
     pythonpath: str
 
 
+def _clip_args(source: str, width: int, height: int, frames: int, fps: float | None) -> list[str]:
+    """The options PrivacyCam's bench and the references share."""
+    args = ["--input", source, "--width", str(width), "--height", str(height), "--frames", str(frames)]
+    return args + (["--fps", str(fps)] if fps else [])
+
+
 def privacycam_job(name: str, repo: Path, width: int, height: int, fps: float | None, frames: int, source: str) -> Job:
-    command = [
-        sys.executable,
-        "-m",
-        "privacycam",
-        "bench",
-        "--input",
-        source,
-        "--width",
-        str(width),
-        "--height",
-        str(height),
-        "--frames",
-        str(frames),
-    ] + (["--fps", str(fps)] if fps else [])
+    command = [sys.executable, "-m", "privacycam", "bench", *_clip_args(source, width, height, frames, fps)]
     return Job(name, command, str(repo))
 
 
 def reference_job(name: str, module: str, width: int, height: int, fps: float, frames: int, source: str) -> Job:
-    command = [
-        sys.executable,
-        "-m",
-        module,
-        "--input",
-        source,
-        "--width",
-        str(width),
-        "--height",
-        str(height),
-        "--frames",
-        str(frames),
-        "--fps",
-        str(fps),
-    ]
+    command = [sys.executable, "-m", module, *_clip_args(source, width, height, frames, fps)]
     return Job(name, command, str(REPO))
 
 
