@@ -194,7 +194,9 @@ class PublishGate:
         return self.is_private_at_device()
 
     def close(self, lock_wait: float = -1) -> None:
-        """The placeholder as the last frame for a sink that keeps it, then close the sink."""
+        """The placeholder as the last frame for a sink that keeps it, then close the sink (once)."""
+        if self.closed:  # abandon() closed it while the loop was stuck, and the loop got out after all
+            return
         if self._watched_device:
             try:
                 self.publish(self._placeholder(STOPPED_TEXT), Shows.PLACEHOLDER, None, lock_wait=lock_wait)
@@ -230,7 +232,6 @@ class StallWatch:
         self._after_s = after_s
         self._period = 1.0 / fps
         self._stop = threading.Event()
-        self.stalls = 0
         self._thread = threading.Thread(target=self._run, name="stall-watch", daemon=True)
         self._thread.start()
 
@@ -245,7 +246,6 @@ class StallWatch:
                 continue
             if stalled_since is None:
                 stalled_since = quiet_since
-                self.stalls += 1
                 log.warning(
                     "the frame loop is stuck (no step for %.1f s); publishing the placeholder until it moves again",
                     time.monotonic() - quiet_since,

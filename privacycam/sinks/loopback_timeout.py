@@ -39,7 +39,6 @@ REQUEST_BUFFERS = struct.Struct("=IIII4x")  # struct v4l2_requestbuffers: count,
 # struct v4l2_buffer on 64-bit Linux (88 bytes): index, type, bytesused, flags, field, (pad, timeval,
 # timecode, sequence), memory, m.offset (+4 of the union), length, ...
 BUFFER = struct.Struct("=IIIII4x16x16xII I4x I 12x")
-VIDIOC_G_CTRL = _iowr(27, CONTROL.size)
 VIDIOC_S_CTRL = _iowr(28, CONTROL.size)
 VIDIOC_REQBUFS = _iowr(8, REQUEST_BUFFERS.size)
 VIDIOC_QUERYBUF = _iowr(9, BUFFER.size)
@@ -49,12 +48,6 @@ V4L2_MEMORY_MMAP = 1
 
 def set_control(descriptor: int, control: int, value: int) -> None:
     fcntl.ioctl(descriptor, VIDIOC_S_CTRL, bytearray(CONTROL.pack(control, value)))
-
-
-def get_control(descriptor: int, control: int) -> int:
-    request = bytearray(CONTROL.pack(control, 0))
-    fcntl.ioctl(descriptor, VIDIOC_G_CTRL, request)
-    return CONTROL.unpack(request)[1]
 
 
 def install_timeout_image(device: str, i420: np.ndarray, timeout_ms: int) -> bool:
@@ -82,20 +75,6 @@ def install_timeout_image(device: str, i420: np.ndarray, timeout_ms: int) -> boo
         return False
     finally:
         os.close(control_fd)
-
-
-def timeout_ms(device: str) -> int | None:
-    """The device's timeout control (0: off), or None where it has none."""
-    try:
-        descriptor = os.open(device, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        return get_control(descriptor, CID_TIMEOUT)
-    except OSError:
-        return None
-    finally:
-        os.close(descriptor)
 
 
 def _write_timeout_image(descriptor: int, i420: np.ndarray) -> None:
