@@ -206,7 +206,14 @@ def assert_flat(result: SoakResult, rss_growth_mb: float) -> None:
     growth = max(s.rss for s in warm) - base.rss
     assert growth < rss_growth_mb * MB, f"RSS grew {growth / MB:.1f} MB: {result.report()}"
     assert all(abs(s.fds - base.fds) <= 2 for s in warm), f"fds {[s.fds for s in warm]}"
-    assert max(s.threads for s in warm) <= base.threads + 2, f"threads {[s.threads for s in warm]}"
+    # Every reconnect and model swap starts threads for a moment (two models' interpreter
+    # threads overlap during a swap), so one sample can sit on such a peak or between
+    # them (seen: 11-16 within one run, base 11). A leak raises the floor: the quietest
+    # moment of the last third may not be above the quietest of the first; peaks stay bounded.
+    threads = [s.threads for s in warm]
+    third = max(1, len(threads) // 3)
+    assert min(threads[-third:]) <= min(threads[:third]) + 2, f"threads {threads}"
+    assert max(threads) <= min(threads) + 8, f"threads {threads}"
     assert result.raw_frames == 0, "a raw camera frame was published with privacy on"
     assert result.source_errors >= 2 and result.segmenter_faults > 0 and result.reloads >= 2
 
