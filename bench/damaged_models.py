@@ -101,8 +101,9 @@ def run_frames(file: Path, model: str, images: list[np.ndarray], checks: bool) -
     if checks:
         run.run()
     else:
-        with mock.patch.object(pipeline, "check_matte", lambda *_: None), mock.patch.object(
-            mask, "checked_mask", unchecked_mask
+        with (
+            mock.patch.object(pipeline, "check_matte", lambda *_: None),
+            mock.patch.object(mask, "checked_mask", unchecked_mask),
         ):
             run.run()
     return sink.images

@@ -169,6 +169,33 @@ class _CameraSource(ClipSource):
         return super().read()
 
 
+# -- holding a stage ---------------------------------------------------------------------
+class StageGate:
+    """Holds a fake stage inside one call until released, so a test can count what happens
+    behind a slow stage (frames captured, dropped, queued) instead of timing it."""
+
+    def __init__(self, timeout_s: float = 30.0) -> None:
+        self.holding = threading.Event()  # set while a call is held
+        self._hold_next = threading.Event()
+        self._released = threading.Event()
+        self._timeout_s = timeout_s
+
+    def hold_next_call(self) -> None:
+        self._released.clear()
+        self.holding.clear()
+        self._hold_next.set()
+
+    def release(self) -> None:
+        self._hold_next.clear()
+        self._released.set()
+
+    def pass_through(self) -> None:
+        if self._hold_next.is_set():
+            self.holding.set()
+            self._released.wait(self._timeout_s)  # bounded: a failing test must not hang the run
+            self.holding.clear()
+
+
 # -- segmenters --------------------------------------------------------------------------
 def _garbage(kind: str, height: int, width: int) -> object:
     return {
@@ -192,11 +219,16 @@ class ScriptedSegmenter:
     name = "scripted"
 
     def __init__(
-        self, script: Callable[[int], str] = lambda _: "ok", input_size: tuple[int, int] = (128, 72), delay_s: float = 0
+        self,
+        script: Callable[[int], str] = lambda _: "ok",
+        input_size: tuple[int, int] = (128, 72),
+        delay_s: float = 0,
+        gate: StageGate | None = None,
     ) -> None:
         self.input_size = input_size
         self.script = script
         self.delay_s = delay_s
+        self.gate = gate
         self.calls: list[str] = []
         self.closed = False
         width, height = input_size
@@ -207,6 +239,8 @@ class ScriptedSegmenter:
     def segment(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
         kind = self.script(len(self.calls))
         self.calls.append(kind)
+        if self.gate is not None:
+            self.gate.pass_through()
         if self.delay_s:
             time.sleep(self.delay_s)
         if kind == "raise":
@@ -290,15 +324,22 @@ class Sent:
 
 
 class RecordingSink:
-    """Keeps what it is sent; can be slow (`delay_s`) or fail (`fail_after` frames)."""
+    """Keeps what it is sent; can be slow (`delay_s`), held (`gate`) or fail (`fail_after` frames)."""
 
     description = "recording sink"
     consumer_watching = True
 
-    def __init__(self, keep_images: bool = True, delay_s: float = 0.0, fail_after: int | None = None) -> None:
+    def __init__(
+        self,
+        keep_images: bool = True,
+        delay_s: float = 0.0,
+        fail_after: int | None = None,
+        gate: StageGate | None = None,
+    ) -> None:
         self.keep_images = keep_images
         self.delay_s = delay_s
         self.fail_after = fail_after
+        self.gate = gate
         self.sent: list[Sent] = []
         self.closed = False
         self._lock = threading.Lock()
@@ -306,6 +347,8 @@ class RecordingSink:
     def send(self, image: np.ndarray, frame: Frame | None) -> None:
         if self.fail_after is not None and len(self.sent) >= self.fail_after:
             raise SinkError("writing to the test sink failed (device gone)", "plug it back in")
+        if self.gate is not None:
+            self.gate.pass_through()
         if self.delay_s:
             time.sleep(self.delay_s)
         with self._lock:
