@@ -35,10 +35,11 @@ if __package__ in (None, ""):  # run as a script: make `bench` and `privacycam` 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.quality import DEFAULT_DATA, MemorySource  # noqa: E402
-from privacycam import mask, pipeline  # noqa: E402
+from privacycam import mask  # noqa: E402
 from privacycam.compositing import Compositor  # noqa: E402
 from privacycam.config import Config  # noqa: E402
 from privacycam.errors import ModelError  # noqa: E402
+from privacycam.mask_check import MatteHistory  # noqa: E402
 from privacycam.models import model_path  # noqa: E402
 from privacycam.pipeline import Pipeline, PrivacyState  # noqa: E402
 from privacycam.segmenters.base import SegmenterOutputError  # noqa: E402
@@ -102,7 +103,7 @@ def run_frames(file: Path, model: str, images: list[np.ndarray], checks: bool) -
         run.run()
     else:
         with (
-            mock.patch.object(pipeline, "check_matte", lambda *_: None),
+            mock.patch.object(MatteHistory, "check", lambda *_: None),
             mock.patch.object(mask, "checked_mask", unchecked_mask),
         ):
             run.run()

@@ -38,6 +38,7 @@ import numpy as np
 
 from privacycam.config import MaskConfig
 from privacycam.crop_trust import BLOCK_BORDER_SHARE, CropMerger, NewBlobGate
+from privacycam.mask_check import MatteHistory
 from privacycam.roi import Box, RoiPlan, RoiSettings, RoiTracker, bounding_box, edges_touched
 from privacycam.segmenters.base import Segmenter, checked_mask
 from privacycam.segmenters.people import MainPersonState, keep_main_person
@@ -199,6 +200,7 @@ class Matter:
         self._refiner: EdgeRefiner | None = None
         self._timestamp_ms = 0
         self.last_crops: list[tuple[int, int, int, int]] = []  # this frame's crop boxes, frame pixels
+        self.plausibility = MatteHistory()  # the pipeline refuses mattes that cannot be right (mask_check)
 
     def alpha_for(self, frame: np.ndarray, timestamp_ms: int) -> np.ndarray:
         """The person matte of this frame; an internal buffer, valid until the next call."""

@@ -18,7 +18,6 @@ portrait), with margin; see the constants. Cost: ~0.2 ms per frame (thumbnails).
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
 import cv2
@@ -82,7 +81,8 @@ def verdict(shares: MatteShares) -> str | None:
 
 
 class MatteHistory:
-    """The last accepted matte and the previous frame, as thumbnails in buffers of their own."""
+    """The last accepted matte and the previous frame, as thumbnails in buffers of their own.
+    One per Matter (its `plausibility`): a new model or mask config starts afresh."""
 
     def __init__(self) -> None:
         self._size: tuple[int, int] | None = None
@@ -123,16 +123,3 @@ class MatteHistory:
         cv2.absdiff(previous, current, dst=self._changed)
         cv2.threshold(self._changed, STILL_LEVEL, 1, cv2.THRESH_BINARY, dst=self._changed)
         return cv2.countNonZero(self._changed) < STILL_SHARE * self._changed.size
-
-
-# One history per Matter: a new model or mask config (a new Matter) starts afresh,
-# and a Matter is only ever used by one thread at a time.
-_histories: weakref.WeakKeyDictionary[object, MatteHistory] = weakref.WeakKeyDictionary()
-
-
-def check_matte(matter: object, alpha: np.ndarray) -> None:
-    """Raise ImplausibleMatte if this matter's newest matte (of its `work_frame`) cannot be right."""
-    history = _histories.get(matter)
-    if history is None:
-        history = _histories[matter] = MatteHistory()
-    history.check(alpha, matter.work_frame)

@@ -30,7 +30,6 @@ from privacycam.compositing import Compositor, cover
 from privacycam.config import Config, SegmenterConfig
 from privacycam.errors import ConfigError, ModelError, PrivacyCamError, SourceError
 from privacycam.mask import Matter
-from privacycam.mask_check import check_matte
 from privacycam.publish_gate import (
     SEND_LOCK_WAIT_S,
     Placeholders,
@@ -332,7 +331,7 @@ class Pipeline:
         # I420 frames are masked from a shrunk BGR copy (i420.ShrunkBgr): no full-size BGR frame is made
         image = self._shrunk_bgr.convert(masked.image) if planar else masked.image
         alpha = matter.alpha_for(image, masked.frame.timestamp_ms)
-        check_matte(matter, alpha)  # a matte that cannot be right fails this frame closed
+        matter.plausibility.check(alpha, matter.work_frame)  # a matte that cannot be right fails closed
         masked.alpha = _copy_into(copies, "alpha", alpha)
         if self._compositor.blurs:  # an image or colour background never looks at the frame
             downscaled = self._shrunk_bgr.last_i420 if planar else matter.work_frame
