@@ -58,6 +58,7 @@ class Daemon:
         self.config = config
         self._segmenter_factory = segmenter_factory
         self._config_at_start = config  # what the camera, output, socket and hotkey were opened with
+        self._desktop: DesktopIntegration | None = None  # live runs: hotkey, notifications, tray
         self.config_path = config_path
         self.input_spec = input_spec
         self.output_spec = output_spec
@@ -184,6 +185,7 @@ class Daemon:
             "segmenter": pipeline.status.segmenter,
             "consumer_watching": bool(self.sink.consumer_watching),
             "device_timeout_image": bool(getattr(self.sink, "timeout_image_active", False)),
+            "hotkey": self._desktop.hotkey_state if self._desktop is not None else "off",
             "camera_open": bool(self.feed.source_open),
             "frames_out": pipeline.status.frames_out,
             "fail_closed_frames": pipeline.status.fail_closed_frames,
@@ -236,6 +238,7 @@ class Daemon:
                 toggle=self._toggle_in_background,
                 on_quit=lambda: self.stop("tray menu"),
             )
+            self._desktop = desktop
             desktop.start()
         notify_ready_when(lambda: self.pipeline.status.first_output_at is not None, lambda: self._stop_requested)
         try:

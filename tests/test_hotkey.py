@@ -6,7 +6,6 @@ import logging
 import os
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -57,22 +56,37 @@ def _key(display: str, keys: str) -> None:
     subprocess.run(["xdotool", "key", keys], env={"DISPLAY": display}, check=True)
 
 
-def _privacy_after(daemon: RunningDaemon, display: str, keys: str) -> bool:
+def _hotkey_ready(daemon: RunningDaemon) -> None:
+    daemon.wait_until(lambda: daemon.command("status")["segmenter"] != "loading", 20, "the model")
+    daemon.wait_until(lambda: daemon.command("status")["hotkey"] == "ready", 20, "the hotkey listener")
+
+
+def _toggles(daemon: RunningDaemon, display: str, keys: str) -> bool:
+    """Press `keys`; the privacy state once it has flipped."""
+    before = daemon.command("status")["privacy"]
     _key(display, keys)
-    time.sleep(0.5)
-    return daemon.command("status")["privacy"]
+    daemon.wait_until(lambda: daemon.command("status")["privacy"] is not before, 15, f"{keys} to toggle")
+    return not before
+
+
+def _ignored(daemon: RunningDaemon, display: str, keys: str, hotkey: str) -> bool:
+    """Press `keys`, then the hotkey, in one go: the listener sees them in order, so once the state
+    has flipped `keys` was handled too. True if only the hotkey toggled (a state flipped once)."""
+    before = daemon.command("status")["privacy"]
+    subprocess.run(["xdotool", "key", keys, hotkey], env={"DISPLAY": display}, check=True)
+    daemon.wait_until(lambda: daemon.command("status")["privacy"] is not before, 15, f"{hotkey} after {keys}")
+    return daemon.command("status")["privacy"] is not before
 
 
 def test_p_toggles_privacy_and_shift_p_does_not(display, runtime_dir, tmp_path):
     env = cli_env(XDG_RUNTIME_DIR=str(runtime_dir), DISPLAY=display)
     daemon = RunningDaemon(runtime_dir, "--input", "synthetic", "--output", "null", env=env)
     try:
-        daemon.wait_until(lambda: daemon.command("status")["segmenter"] != "loading", 20, "the model")
+        _hotkey_ready(daemon)
         assert daemon.command("status")["privacy"] is True
-        assert _privacy_after(daemon, display, "p") is False
-        assert _privacy_after(daemon, display, "shift+p") is False  # modifiers must match exactly
-        assert _privacy_after(daemon, display, "ctrl+p") is False
-        assert _privacy_after(daemon, display, "p") is True
+        assert _toggles(daemon, display, "p") is False
+        assert _ignored(daemon, display, "shift+p", "p")  # modifiers must match exactly
+        assert _ignored(daemon, display, "ctrl+p", "p")
     finally:
         code, stderr = daemon.stop()
     assert code == 0
@@ -85,9 +99,10 @@ def test_hotkey_with_modifiers(display, runtime_dir, tmp_path):
     env = cli_env(XDG_RUNTIME_DIR=str(runtime_dir), DISPLAY=display)
     daemon = RunningDaemon(runtime_dir, "--config", str(config), "--input", "synthetic", "--output", "null", env=env)
     try:
-        assert _privacy_after(daemon, display, "b") is True
-        assert _privacy_after(daemon, display, "ctrl+b") is True
-        assert _privacy_after(daemon, display, "ctrl+alt+b") is False
+        _hotkey_ready(daemon)
+        assert _ignored(daemon, display, "b", "ctrl+alt+b")
+        assert _ignored(daemon, display, "ctrl+b", "ctrl+alt+b")
+        assert _toggles(daemon, display, "ctrl+alt+b") is False
     finally:
         daemon.stop()
 
@@ -97,13 +112,17 @@ def test_hotkey_changes_the_published_frames(display, runtime_dir, tmp_path):
     env = cli_env(XDG_RUNTIME_DIR=str(runtime_dir), DISPLAY=display)
     out = tmp_path / "frames"
     daemon = RunningDaemon(runtime_dir, "--input", "synthetic", "--output", str(out), env=env)
+
+    def frames_written() -> int:
+        return daemon.command("status")["frames_out"]
+
     try:
-        daemon.wait_until(lambda: daemon.command("status")["segmenter"] != "loading", 20, "the model")
-        time.sleep(0.5)
+        _hotkey_ready(daemon)
+        daemon.wait_until(lambda: len([p for p in out.iterdir() if p.stem.isdigit()]) >= 3, 20, "filtered frames")
         filtered_names = {p.stem for p in out.iterdir()}
-        _key(display, "p")
-        daemon.wait_until(lambda: daemon.command("status")["privacy"] is False, 5, "privacy off")
-        time.sleep(0.5)
+        _toggles(daemon, display, "p")
+        written = frames_written()
+        daemon.wait_until(lambda: frames_written() >= written + 3, 20, "frames after `p`")
     finally:
         daemon.stop()
     names = sorted(p.stem for p in out.iterdir() if not p.stem.startswith("placeholder"))
@@ -123,9 +142,8 @@ def test_sigterm_stops_the_daemon_after_the_x_server_is_gone(x_server, runtime_d
     env = cli_env(XDG_RUNTIME_DIR=str(runtime_dir), DISPLAY=x_server.display)
     daemon = RunningDaemon(runtime_dir, "--input", "synthetic", "--output", "null", env=env)
     try:
-        daemon.wait_until(lambda: daemon.command("status")["segmenter"] != "loading", 20, "the model")
-        _key(x_server.display, "p")  # proves the listener is connected and running
-        daemon.wait_until(lambda: daemon.command("status")["privacy"] is False, 5, "the hotkey")
+        _hotkey_ready(daemon)
+        _toggles(daemon, x_server.display, "p")  # proves the listener is connected and running
         x_server.kill()
         assert daemon.command("status")["privacy"] is False  # still running without X
         daemon.process.terminate()

@@ -90,6 +90,14 @@ class DesktopIntegration:
         self._privacy.listeners.append(self._bus.privacy_changed)
         self._bus.start()
 
+    @property
+    def hotkey_state(self) -> str:
+        """For `status`: "ready" (X11, listening), "starting" (X11, not yet), "portal" (the desktop
+        delivers it), or "off"."""
+        if self._x11 is not None:
+            return "ready" if self._x11.ready else "starting" if self._x11.alive else "off"
+        return "portal" if self.backend.name == "portal" and self._bus is not None else "off"
+
     def _hotkey(self) -> None:
         self._toggle("hotkey")
 

@@ -66,11 +66,20 @@ class HotkeyListener:
         # The listener connects to X on its own thread; a key pressed before that
         # is lost. Wait for it, but never forever (wait() has no timeout and
         # would block for good if the thread died first).
-        waiter = threading.Thread(target=self._listener.wait, daemon=True)
-        waiter.start()
-        waiter.join(READY_TIMEOUT_S)
-        if waiter.is_alive() and self._listener.is_alive():  # a dead listener has said why
+        self._ready_waiter = threading.Thread(target=self._listener.wait, daemon=True)
+        self._ready_waiter.start()
+        self._ready_waiter.join(READY_TIMEOUT_S)
+        if not self.ready and self._listener.is_alive():  # a dead listener has said why
             log.info("hotkey %r: the keyboard listener is not ready after %.0f s", key, READY_TIMEOUT_S)
+
+    @property
+    def alive(self) -> bool:
+        return self._listener.is_alive()
+
+    @property
+    def ready(self) -> bool:
+        """Connected to X and listening: a key pressed now is seen."""
+        return not self._ready_waiter.is_alive() and self.alive
 
     def _modifier(self, key) -> str | None:
         k = self._keyboard.Key
