@@ -152,6 +152,8 @@ class Daemon:
                 load_background_image(config.background.image)
         except ConfigError as exc:
             log.error("config reload (%s) rejected, keeping the running one: %s", cause, exc.message)
+            if self.pipeline is not None:
+                self.pipeline.status.reloads_rejected += 1
             return exc.message
         later = changes_for_next_start(self._config_at_start, config)
         self.config = config
@@ -191,6 +193,8 @@ class Daemon:
             "fail_closed_frames": pipeline.status.fail_closed_frames,
             "dropped_frames": self.feed.dropped,
             "last_error": pipeline.status.last_error or self.feed.error,
+            "reloads_applied": pipeline.status.reloads_applied,
+            "reloads_rejected": pipeline.status.reloads_rejected,
         }
 
     def handle_command(self, command: str) -> dict:

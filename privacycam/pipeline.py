@@ -104,6 +104,8 @@ class PipelineStatus:
     last_error: str | None = None
     segmenter: str = "loading"
     first_output_at: float | None = None  # perf_counter of the first frame handed to the sink
+    reloads_applied: int = 0  # configs a reload handed over that the loop now runs with
+    reloads_rejected: int = 0  # ... and ones it refused (kept the running config)
 
 
 class SegmenterLoader:
@@ -466,6 +468,7 @@ class Pipeline:
                 self._compositor = Compositor(config.background)
             except ConfigError as exc:  # e.g. the image changed after the reload was validated
                 log.error("config reload rejected, keeping the running one: %s", exc.message)
+                self.status.reloads_rejected += 1
                 return
         self.config = config
         self._placeholder.set_color(config.privacy.placeholder_color)
@@ -479,6 +482,7 @@ class Pipeline:
         elif config.mask != old.mask and self._matter is not None:
             self._matter = Matter(self._matter.segmenter, config.mask, config.segmenter.people)
         log.info("configuration reloaded")
+        self.status.reloads_applied += 1
 
     def _check_next_loader(self) -> None:
         next_loader = self._next_loader

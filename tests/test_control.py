@@ -10,7 +10,6 @@ import signal
 import socket
 import stat
 import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -120,11 +119,12 @@ def test_sigusr1_toggles(daemon):
 def test_sighup_reloads_good_config_and_rejects_broken_one(daemon, tmp_path):
     daemon.config.write_text("camera: {width: 320, height: 180, fps: 10}\nbackground: {mode: color}\n")
     daemon.process.send_signal(signal.SIGHUP)
-    time.sleep(1.0)
+    daemon.wait_until(lambda: daemon.command("status")["reloads_applied"] == 1, 20, "the reload to apply")
     daemon.config.write_text("background: {mode: [broken\n")
     daemon.process.send_signal(signal.SIGHUP)
-    time.sleep(1.0)
-    assert daemon.command("status")["ok"] is True
+    daemon.wait_until(lambda: daemon.command("status")["reloads_rejected"] == 1, 20, "the broken reload to be refused")
+    status = daemon.command("status")
+    assert status["ok"] is True and status["reloads_applied"] == 1
     code, stderr = daemon.stop()
     assert code == 0
     assert "configuration reloaded" in stderr
