@@ -50,7 +50,7 @@ from privacycam.errors import PrivacyCamError, SinkError
 from privacycam.pipeline import Pipeline, PrivacyState
 from privacycam.segmenters import create_segmenter
 from privacycam.sources import LatestFrameFeed, SequentialFeed
-from privacycam.sources.feed import RETRY_MAX_S
+from privacycam.sources.feed import RETRY_FIRST_S, RETRY_MAX_S
 
 OUTAGE_S = 3.0  # how long a camera stays away in the outage tests
 FAR = far_from_box(*SMALL)
@@ -66,9 +66,14 @@ def _gaps(times: list[float]) -> list[float]:
 
 
 def _assert_backoff(attempts: list[float]) -> None:
+    """Each retry waited at least its turn of the schedule (RETRY_FIRST_S, doubling up to
+    RETRY_MAX_S). A wait only ever runs long, so this holds on a loaded machine too (a ratio
+    of consecutive gaps did not: one stretched gap made the next look short); a retry loop
+    without backoff fails it."""
     gaps = _gaps(attempts)
-    assert all(later >= 1.5 * earlier for earlier, later in zip(gaps, gaps[1:], strict=False)), (
-        f"no backoff: gaps {gaps}"
+    schedule = [min(RETRY_MAX_S, RETRY_FIRST_S * 2**turn) for turn in range(len(gaps))]
+    assert all(gap >= due - 0.01 for gap, due in zip(gaps, schedule, strict=True)), (
+        f"no backoff: gaps {gaps}, schedule {schedule}"
     )
 
 
