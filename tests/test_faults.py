@@ -222,8 +222,8 @@ def test_frames_are_fully_hidden_while_the_model_loads(caplog):
         loading = [e for e in sink.since(0) if e.frame is not None]
         loaded.set()
         wait_until(lambda: segmenter.calls, 10, "the model to be used")
-        time.sleep(0.5)
-        assert pipeline.status.last_error is None  # loaded: nothing wrong to report any more
+        # loaded: nothing wrong to report any more
+        wait_until(lambda: pipeline.status.last_error is None, 10, "the loading error to clear")
     assert all(np.array_equal(e.image, compositor.compose_hidden(e.frame.image)) for e in loading)
     assert all(is_blurred(e.image, e.frame.image, WHOLE) for e in loading), "the person shown before the model"
     masked = [
@@ -348,10 +348,12 @@ def test_a_background_image_broken_after_the_reload_was_checked_keeps_the_runnin
         new_config = pipeline.config.with_overrides(background={"mode": "image", "image": str(image)})
         image.write_text("not a picture any more")  # the file changes after the reload was validated
         pipeline.request_reload(new_config)
-        reloaded_at = time.monotonic()
-        time.sleep(1.0)
+        wait_until(lambda: pipeline.status.reloads_rejected == 1 or not thread.is_alive(), 20, "the reload")
         assert thread.is_alive(), "the pipeline died on a reload"
-    later = [e for e in sink.since(reloaded_at + 0.3) if e.frame is not None]
+        rejected_at = time.monotonic()
+        wait_until(lambda: len(sink.since(rejected_at)) >= 5, 20, "frames after the rejected reload")
+    assert pipeline.status.reloads_applied == 0
+    later = [e for e in sink.since(rejected_at) if e.frame is not None]
     assert later and all(is_blurred(e.image, e.frame.image, FAR) for e in later), "the running background was lost"
     assert _messages(caplog, "rejected") and _messages(caplog, "cannot be read as a picture")
 
@@ -373,7 +375,7 @@ def test_reload_with_a_bad_background_image_is_rejected_and_filtering_goes_on(ru
         config.write_text(config.read_text().replace("text.png", "bg.png"))
         (tmp_path / "bg.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
         daemon.process.send_signal(signal.SIGHUP)
-        time.sleep(1.0)
+        daemon.wait_until(lambda: daemon.status()["reloads_rejected"] == 3, 20, "the SIGHUP reload to be refused")
         before = daemon.status()["frames_out"]
         daemon.wait_until(lambda: daemon.status()["frames_out"] >= before + 15, 20, "frames after the reloads")
         newest = sorted(out.iterdir())[-3]  # not the one being written
