@@ -145,7 +145,7 @@ class SoakResult:
     reloads: int
     first: Sample  # right after start, model still loading
     warm: list[Sample] = field(default_factory=list)  # samples after the warm-up
-    threads_before: int = 0  # the process's threads before the pipeline was made
+    threads_before: int = 0  # the process's threads before the feed and pipeline were made
     threads_after: int = 0  # ... and once it had stopped and its threads had ended
     left_running: list[str] = field(default_factory=list)  # Python threads started during the soak, still alive
 
@@ -158,7 +158,7 @@ class SoakResult:
             f"RSS {self.first.raw_rss / MB:.1f} at start, {first.rss / MB:.1f} after warm-up -> {last.rss / MB:.1f} MB "
             f"at the end (peak {peak / MB:.1f}; untrimmed {first.raw_rss / MB:.1f} -> {last.raw_rss / MB:.1f}), "
             f"fds {first.fds} -> {last.fds}, threads {first.threads} -> {last.threads} "
-            f"({self.threads_before} before the pipeline, {self.threads_after} after it stopped)"
+            f"({self.threads_before} before the feed and pipeline, {self.threads_after} after they stopped)"
         )
 
 
@@ -172,15 +172,16 @@ def soak(clip: Path, duration_s: float, warmup_s: float, reload_every_s: float =
         fault_counts.append(model.faults)
         return model
 
+    process = psutil.Process()
+    # before the feed: it starts the capture thread, which must be gone after the stop too
+    threads_before = process.num_threads()
+    python_threads_before = set(threading.enumerate())
     camera = FlakyVideoCamera(clip, fail_every=500)
     # Paced faster than the pipeline runs: it always has a frame waiting, and the feed drops the rest.
     feed = LatestFrameFeed(camera.open, pace_fps=200)
     sink = SoakSink()
     configs = [small_config(mask={"region_of_interest": True}, segmenter={"threads": n}) for n in (1, 2)]
     pipeline = Pipeline(configs[0], feed, sink, CLIP_SIZE, PrivacyState(True), segmenter_factory=faulty_model)
-    process = psutil.Process()
-    threads_before = process.num_threads()
-    python_threads_before = set(threading.enumerate())
     samples: list[Sample] = []
     reloads = 0
     with running(pipeline):

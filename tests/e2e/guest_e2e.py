@@ -164,7 +164,8 @@ def wait_until(predicate, timeout: float, interval: float = 0.5):
 def shows_stopped_placeholder(frame: np.ndarray) -> bool:
     """Whether this frame is nearer PrivacyCam's `stopped` placeholder than the driver's `not
     responding` one, compared only where the two differ (their text)."""
-    sys.path.insert(0, str(REPO_ROOT))
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
     from privacycam.config import PrivacyConfig
     from privacycam.publish_gate import NOT_RESPONDING_TEXT, STOPPED_TEXT, placeholder_image
 
